@@ -1,0 +1,59 @@
+"""The ``rlhfv`` command: a thin shell over the subpackages.
+
+Each subpackage's ``commands`` module owns its subcommands: ``register(subparsers)``
+adds them, and each sets ``func`` to a handler ``(args) -> int``. Handlers import heavy
+libraries (torch, transformers) themselves, so ``rlhfv --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rlhfv import __version__
+from rlhfv.errors import InputError
+
+COMMAND_MODULES = (
+    "rlhfv.scenes.commands",  # demo
+    "rlhfv.data.commands",  # data prepare | show
+    "rlhfv.ddpo.commands",  # train, sft
+    "rlhfv.eval.commands",  # eval chair | objhal | pope | amber | mmhal
+    "rlhfv.annotate.commands",  # annotate serve | import | user | export | stats
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhfv",
+        description=(
+            "Make a vision-language model trustworthy the RLHF-V way: collect fine-grained "
+            "corrections, turn them into dense preference data, train with Dense DPO, and "
+            "measure hallucination. Start with `rlhfv demo`."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"rlhfv {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2 if args.command is None else 0
+    try:
+        return int(args.func(args) or 0)
+    except InputError as err:
+        print(f"rlhfv: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlhfv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

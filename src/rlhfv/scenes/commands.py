@@ -1,0 +1,9 @@
+"""`rlhfv` subcommands of rlhfv.scenes (placeholder until implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this subpackage's subcommands (none yet)."""
