@@ -1,0 +1,179 @@
+"""Encode one :class:`Correction` for any Hugging Face vision-language processor.
+
+The prompt is the question in a user turn with one image part, rendered by the
+processor's own chat template (``add_generation_prompt=True``); the processor then runs
+on image + prompt, so the image placeholder is expanded exactly as the model expects
+(LLaVA's 576 ``<image>`` tokens, LLaVA-NeXT's resolution-dependent count, Qwen2-VL's
+``<|image_pad|>`` grid, Idefics3's tiled ``<row_i_col_j>`` blocks...). Each answer is
+tokenised on its own (no special tokens, with character offsets) and appended with
+the tokenizer's eos token, which is labelled too (the model learns to stop).
+
+The result is one prepared row (see docs/architecture.md): token ids for chosen and
+rejected, the index of the first answer token, and a 0/1 "changed" mask per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rlhfv.data.diff import changed_segments
+from rlhfv.data.schema import ChangedSegment, Correction
+from rlhfv.data.weights import ALIGNMENTS, CHANGE_KINDS, changed_token_mask, reference_changed_masks
+from rlhfv.errors import InputError
+
+
+def image_bytes(correction: Correction, *, path: str | None = None, row: int | None = None) -> bytes:
+    """The encoded image bytes of ``correction`` (read from its path when it has one)."""
+    if isinstance(correction.image, bytes | bytearray):
+        return bytes(correction.image)
+    try:
+        return Path(correction.image).read_bytes()
+    except OSError as err:
+        raise InputError(
+            f"cannot read image {correction.image}: {err.strerror or err}",
+            path=path,
+            row=row,
+            field="image",
+            reason="missing_image",
+        ) from None
+
+
+def open_image(data: bytes, *, path: str | None = None, row: int | None = None):
+    """Decode image bytes to an RGB ``PIL.Image``; undecodable bytes are an :class:`InputError`."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise InputError(
+            f"unreadable image ({err})", path=path, row=row, field="image", reason="unreadable_image"
+        ) from None
+
+
+def image_token(processor) -> str | None:
+    """The processor's image placeholder string (``"<image>"``, ``"<|image_pad|>"``...), if any."""
+    return getattr(processor, "image_token", None) or getattr(getattr(processor, "tokenizer", None), "image_token", None)
+
+
+def render_prompt(processor, question: str) -> str:
+    """The question as a user turn with one image, through the processor's chat template.
+
+    A placeholder already typed in the question (LLaVA-style ``"<image>\\n..."`` data) is
+    removed first: the template adds the one image.
+    """
+    token = image_token(processor)
+    for placeholder in {token, "<image>"} - {None}:
+        question = question.replace(placeholder, "")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.strip()}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_ids(processor, image, question: str) -> list[int]:
+    """Token ids of the rendered prompt with the image placeholder(s) expanded by the processor."""
+    prompt = render_prompt(processor, question)
+    tokenizer = processor.tokenizer
+    # templates that write the bos token themselves must not get a second one
+    add_special = not (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token))
+    out = processor(images=[image], text=[prompt], add_special_tokens=add_special)
+    ids = out["input_ids"][0]
+    return ids.tolist() if hasattr(ids, "tolist") else list(ids)
+
+
+def check_segments(
+    segments: Iterable[ChangedSegment], original: str, corrected: str, *, path=None, row=None
+) -> list[ChangedSegment]:
+    """Annotator segments must lie inside both texts and carry a known kind."""
+    checked = list(segments)
+    for seg in checked:
+        ok = (
+            seg.kind in CHANGE_KINDS
+            and 0 <= seg.original_start <= seg.original_end <= len(original)
+            and 0 <= seg.corrected_start <= seg.corrected_end <= len(corrected)
+        )
+        if not ok:
+            raise InputError(
+                f"segment {seg.to_dict()} does not fit the answers", path=path, row=row, field="segments", reason="bad_segments"
+            )
+    return checked
+
+
+def encode_correction(
+    correction: Correction,
+    processor,
+    *,
+    alignment: str = "paper",
+    kinds: Iterable[str] = CHANGE_KINDS,
+    max_length: int | None = None,
+    path: str | None = None,
+    row: int | None = None,
+) -> dict[str, Any]:
+    """One prepared row for ``correction``.
+
+    Keys: ``id``, ``image`` (bytes), ``chosen_input_ids`` / ``rejected_input_ids``
+    (prompt with expanded image tokens + answer + eos), ``chosen_labels_start`` /
+    ``rejected_labels_start`` (first answer token), ``chosen_changed`` /
+    ``rejected_changed`` (0/1 per token; always 0 before the labels start),
+    ``num_segments`` (changed segments between the two answers).
+
+    ``alignment="paper"`` marks answer tokens overlapping a changed segment of a counted
+    kind (the annotator's segments when the record has them, else
+    :func:`changed_segments`); ``"reference"`` marks what the RLHF-V reference code's
+    token-id diff marks (``kinds`` is then ignored: it counts replacements only).
+    Raises :class:`InputError` for an unreadable image or a sequence over ``max_length``.
+    """
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
+    data = image_bytes(correction, path=path, row=row)
+    image = open_image(data, path=path, row=row)
+    prompt = prompt_ids(processor, image, correction.question)
+    start = len(prompt)
+    tokenizer = processor.tokenizer
+    if correction.segments is not None:
+        segments = check_segments(correction.segments, correction.original, correction.corrected, path=path, row=row)
+    else:
+        segments = changed_segments(correction.original, correction.corrected)
+
+    sides: dict[str, tuple[list[int], list[int]]] = {}
+    for name, side, text, field in (
+        ("chosen", "corrected", correction.corrected, "corrected"),
+        ("rejected", "original", correction.original, "original"),
+    ):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=alignment == "paper")
+        ids = [*prompt, *enc["input_ids"], tokenizer.eos_token_id]
+        if max_length is not None and len(ids) > max_length:
+            raise InputError(
+                f"{len(ids)} tokens with the prompt, over the limit of {max_length}",
+                path=path,
+                row=row,
+                field=field,
+                reason="too_long",
+            )
+        if alignment == "paper":
+            answer_changed = changed_token_mask(enc["offset_mapping"], text, segments, side, kinds)
+            changed = [0] * start + answer_changed + [0]
+        else:
+            changed = []  # filled below from both sides
+        sides[name] = (ids, changed)
+
+    if alignment == "reference":
+        rejected, chosen = reference_changed_masks(sides["rejected"][0], sides["chosen"][0])
+        # the reference weights only positions that carry labels: the answer (and eos)
+        sides["rejected"] = (sides["rejected"][0], [0] * start + rejected[start:])
+        sides["chosen"] = (sides["chosen"][0], [0] * start + chosen[start:])
+
+    return {
+        "id": correction.id if correction.id is not None else (str(row) if row is not None else None),
+        "image": data,
+        "chosen_input_ids": sides["chosen"][0],
+        "rejected_input_ids": sides["rejected"][0],
+        "chosen_labels_start": start,
+        "rejected_labels_start": start,
+        "chosen_changed": sides["chosen"][1],
+        "rejected_changed": sides["rejected"][1],
+        "num_segments": len(segments),
+    }
