@@ -33,6 +33,8 @@ from typing import Literal
 
 import torch
 
+from rlhfv.ddpo.loss import IGNORE_INDEX, per_token_logps
+
 logger = logging.getLogger(__name__)
 
 Mode = Literal["auto", "plain", "shared_prefix"]
@@ -43,7 +45,6 @@ NON_MODEL_KEYS = frozenset({"labels", "token_weights", "pair_index"})
 SHARED_PREFIX_MODEL_TYPES = frozenset({"llava", "llava_next", "qwen2_vl", "idefics3"})
 # Attention implementations that take a custom 4D mask (flash attention kernels do not).
 SHARED_PREFIX_ATTENTION = frozenset({"eager", "sdpa"})
-IGNORE_INDEX = -100
 
 _warned: set[str] = set()
 
@@ -124,15 +125,18 @@ def model_inputs(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> d
 
 
 def _label_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``out[n, t] = log softmax(logits[n, t])[labels[n, t + 1]]``, 0 where the label is -100.
+    """``out[n, t] = log softmax(logits[n, t])[labels[n, t + 1]]`` (0 where -100): (N, T-1)."""
+    return per_token_logps(logits, labels)[0]
 
-    logits (N, T, V), labels (N, T) unshifted -> (N, T-1) float32.
+
+def _picked_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``out[n] = log softmax(logits[n])[targets[n]]`` for logits (N, V), targets (N,) (-100 -> 0).
+
+    The same function as the plain path, on a length-2 view (no copy): position 0's
+    logits predict the label at position 1.
     """
-    labels = labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * mask
+    pairs = logits.unsqueeze(1).expand(-1, 2, -1)
+    return _label_logps(pairs, targets.unsqueeze(1).expand(-1, 2))[:, 0]
 
 
 def _first_label_index(labels: torch.Tensor) -> torch.Tensor:
@@ -302,10 +306,9 @@ def shared_prefix_token_logps(model: torch.nn.Module, batch: Mapping[str, torch.
         plans.append((len_c, len_r, prefix, len_c + len_r - prefix))
     packed_len = max(p[3] for p in plans)
 
-    pad_id = 0
-    image_id = getattr(base.config, "image_token_id", None)
-    if image_id == 0:
-        pad_id = 1
+    # any id works under the mask, except one the model counts as an image or video slot
+    special = {getattr(base.config, k, None) for k in ("image_token_id", "video_token_id")}
+    pad_id = next(i for i in range(3) if i not in special)
     packed_ids = input_ids.new_full((half, packed_len), pad_id)
     segments = torch.full((half, packed_len), -1, dtype=torch.long, device=device)
     pos_shape = (*plain_pos.shape[:-2], half, packed_len)
@@ -361,11 +364,8 @@ def shared_prefix_token_logps(model: torch.nn.Module, batch: Mapping[str, torch.
     # re-index into the kept window
     pair = src_flat_t // packed_len
     pos = src_flat_t % packed_len - min_src
-    tgt = torch.cat(targets)
-    valid = tgt != IGNORE_INDEX
-    rows_logits = logits[pair, pos].float()  # (N, V): only the positions that are read
-    picked = rows_logits.gather(-1, tgt.clamp(min=0)[:, None]).squeeze(-1)
-    values = (picked - torch.logsumexp(rows_logits, dim=-1)) * valid
+    # only the positions that are read: (N, V)
+    values = _picked_logps(logits[pair, pos], torch.cat(targets))
     return out.index_put((torch.cat(out_rows), torch.cat(out_cols)), values)
 
 
