@@ -1,0 +1,124 @@
+"""Scene graphs, the biased sampler and rendering."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlhfv.scenes.render import PAINTERS, random_crop, render_scene
+from rlhfv.scenes.world import (
+    MAX_OBJECTS,
+    OBJECT_CLASSES,
+    PARTNERS,
+    POSITIONS,
+    Scene,
+    SceneObject,
+    WorldConfig,
+    sample_scene,
+    scene_for,
+)
+
+
+def test_vocabulary_is_big_enough():
+    assert len(OBJECT_CLASSES) >= 20
+    assert set(PAINTERS) == set(OBJECT_CLASSES)
+    assert POSITIONS[0] == "top left" and POSITIONS[-1] == "bottom right" and len(POSITIONS) == 9
+
+
+@given(st.integers(0, 10_000), st.integers(0, 5))
+@settings(max_examples=200, deadline=None)
+def test_sampled_scenes_are_valid_and_deterministic(index, seed):
+    scene = scene_for("sft", index, seed)
+    assert scene == scene_for("sft", index, seed)
+    assert 1 <= len(scene.objects) <= MAX_OBJECTS
+    assert len({o.cls for o in scene.objects}) == len(scene.objects)
+    assert len({o.position for o in scene.objects}) == len(scene.objects)
+    assert Scene.from_dict(scene.to_dict()) == scene
+
+
+def test_splits_and_seeds_give_different_scenes():
+    a = [scene_for("sft", i) for i in range(50)]
+    assert a != [scene_for("test", i) for i in range(50)]
+    assert a != [scene_for("sft", i, seed=1) for i in range(50)]
+
+
+def test_cooccurrence_bias_is_in_the_sampler():
+    """P(partner present | one of the pair present) is far above the unbiased rate."""
+    rng = random.Random(0)
+
+    def partner_rate(config):
+        hits = total = 0
+        for _ in range(3000):
+            classes = sample_scene(rng, config).classes
+            for a, b in PARTNERS:
+                if a in classes:
+                    total += 1
+                    hits += b in classes
+        return hits / total
+
+    biased, unbiased = partner_rate(WorldConfig()), partner_rate(WorldConfig(cooccur_prob=0.0))
+    assert biased > 0.6 and unbiased < 0.3
+
+
+def test_typical_colour_bias():
+    rng = random.Random(1)
+    colours = Counter(o.colour for _ in range(2000) for o in sample_scene(rng).objects if o.cls == "tree")
+    assert colours.most_common(1)[0][0] == "green"
+    assert colours["green"] / sum(colours.values()) > 0.6
+
+
+def test_bad_objects_are_refused():
+    with pytest.raises(ValueError):
+        SceneObject("dragon", "red", 1, "center")
+    with pytest.raises(ValueError):
+        SceneObject("ball", "red", 4, "center")
+    with pytest.raises(ValueError):
+        Scene((SceneObject("ball", "red", 1, "center"), SceneObject("ball", "blue", 1, "top left")))
+    with pytest.raises(ValueError):
+        WorldConfig(cooccur_prob=1.5)
+
+
+@given(st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_rendering_is_deterministic(index):
+    scene = scene_for("test", index)
+    a, b = render_scene(scene, 96), render_scene(scene, 96)
+    assert a.size == (96, 96) and a.mode == "RGB"
+    assert a.tobytes() == b.tobytes()
+
+
+def test_each_object_is_drawn_in_its_cell():
+    """Every cell holding an object has non-background pixels; empty cells have none."""
+    scene = scene_for("test", 3)
+    image = render_scene(scene, 96)
+    occupied = {o.position for o in scene.objects}
+    for k, name in enumerate(POSITIONS):
+        r, c = divmod(k, 3)
+        # the inner part of the cell, away from the small placement jitter
+        crop = image.crop((c * 32 + 6, r * 32 + 6, c * 32 + 26, r * 32 + 26))
+        drawn = crop.getextrema() != ((35, 35), (35, 35), (40, 40))
+        assert drawn == (name in occupied), name
+
+
+def test_classes_render_differently():
+    """Each class's icon differs from every other class's in the same colour and cell."""
+    images = {
+        cls: render_scene(Scene((SceneObject(cls, "red", 1, "center"),), seed=0), 64).tobytes()
+        for cls in OBJECT_CLASSES
+    }
+    assert len(set(images.values())) == len(OBJECT_CLASSES)
+
+
+def test_random_crop_can_cut_objects_out():
+    scene = Scene(
+        (SceneObject("sun", "yellow", 1, "top left"), SceneObject("fish", "blue", 1, "bottom right"))
+    )
+    image = render_scene(scene, 96)
+    cropped = [random_crop(image, random.Random(s)) for s in range(20)]
+    assert all(c.size == image.size for c in cropped)
+    yellow = [any(p[0] > 200 and p[1] > 180 and p[2] < 100 for p in c.getdata()) for c in cropped]
+    assert not all(yellow)  # some crops lose the sun while a description still names it
