@@ -1,9 +1,262 @@
-"""`rlhfv` subcommands of rlhfv.eval (placeholder until implemented)."""
+"""`rlhfv eval chair | objhal | pope | amber | mmhal`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+
+from rlhfv.eval.problems import problem_lines
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this subpackage's subcommands (none yet)."""
+    """Add ``rlhfv eval`` and its benchmark subcommands."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure hallucination (CHAIR, Object HalBench, POPE, AMBER, MMHal-Bench)",
+        description="Measure hallucination offline; an LLM judge only where a benchmark needs one.",
+    )
+    sub = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
+
+    p = sub.add_parser("chair", help="CHAIR scores of responses against COCO ground truth")
+    p.add_argument("--responses", required=True, help="JSONL with image_id and response")
+    _annotation_args(p)
+    _endpoint_args(p, optional=True)
+    p.add_argument("--per-response", metavar="FILE", help="also write per-response mentions (JSONL)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_chair)
+
+    p = sub.add_parser("objhal", help="Object HalBench: generate answers, score with CHAIR, HTML report")
+    p.add_argument("--questions", required=True, help="JSONL: image (base64 or path), image_id, question")
+    _annotation_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="HF vision-language model directory or name")
+    src.add_argument("--answers", help="JSONL with image_id and response (skip generation)")
+    _generation_args(p)
+    _endpoint_args(p, optional=True)
+    p.add_argument("--out", required=True, help="output directory (answers, result.json, report.html)")
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    p.set_defaults(func=_objhal)
+
+    p = sub.add_parser("pope", help="POPE: build question sets, or score answers")
+    pope = p.add_subparsers(dest="pope_command", metavar="STEP", required=True)
+    b = pope.add_parser("build", help="random/popular/adversarial questions from COCO-style annotations")
+    b.add_argument("--annotations", required=True, nargs="+", help="JSONL or COCO instances file")
+    b.add_argument("--synonyms", help="synonym table (reference format) to map category names")
+    b.add_argument("--out", required=True, help="output JSONL (one question per line)")
+    b.add_argument("--split", choices=("random", "popular", "adversarial"), action="append")
+    b.add_argument("--n-images", type=int, default=500)
+    b.add_argument("--per-image", type=int, default=3, help="positive (and negative) questions per image")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=_pope_build)
+    s = pope.add_parser("score", help="accuracy, precision, recall, F1, yes-ratio")
+    s.add_argument("--questions", required=True, help="JSONL from `pope build`")
+    s.add_argument("--answers", help="JSONL: question_id, answer (default: generate with --model)")
+    s.add_argument("--model", help="HF vision-language model to answer the questions")
+    s.add_argument("--image-dir", help="directory holding the images named in the questions")
+    _generation_args(s, default_max_new_tokens=16)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_pope_score)
+
+    p = sub.add_parser("amber", help="AMBER generative (CHAIR, Cover, Hal, Cog) and discriminative metrics")
+    p.add_argument("--answers", required=True, help="JSON list or JSONL: id, response")
+    p.add_argument("--annotations", required=True, help="AMBER annotations.json")
+    p.add_argument("--relation", required=True, help="AMBER relation.json (word associations)")
+    p.add_argument("--safe-words", help="AMBER safe_words.txt")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_amber)
+
+    p = sub.add_parser("mmhal", help="MMHal-Bench: judge answers 0-6 with an LLM")
+    p.add_argument("--questions", required=True, help="MMHal-Bench question file (JSON list)")
+    p.add_argument(
+        "--answers", help="JSON/JSONL with model answers in question order (default: model_answer)"
+    )
+    p.add_argument("--model", help="HF vision-language model to answer the questions")
+    p.add_argument("--image-dir", help="directory with the images (<image_id>.jpg or the image_src name)")
+    _generation_args(p)
+    _endpoint_args(p, optional=False)
+    p.add_argument("--out", help="write per-question ratings and the summary (JSON)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_mmhal)
+
+
+def _annotation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--annotations",
+        required=True,
+        nargs="+",
+        help="ground truth: JSONL (id, captions, instances) and/or COCO instances and captions files",
+    )
+    p.add_argument(
+        "--synonyms", help="synonym table in the reference format (default: the project's COCO-80)"
+    )
+
+
+def _endpoint_args(p: argparse.ArgumentParser, *, optional: bool) -> None:
+    g = p.add_argument_group("LLM endpoint (OpenAI-compatible)")
+    if optional:
+        g.add_argument("--llm-extract", action="store_true", help="list objects with an LLM first")
+    g.add_argument("--base-url", default="https://api.openai.com/v1", help="endpoint base URL")
+    g.add_argument("--judge-model", default="gpt-4o-mini" if optional else "gpt-4o", help="model name")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    g.add_argument("--cache-dir", default=".rlhfv_cache/llm", help="replies cached here (reruns are free)")
+    g.add_argument("--max-retries", type=int, default=4)
+
+
+def _generation_args(p: argparse.ArgumentParser, default_max_new_tokens: int | None = None) -> None:
+    from rlhfv.eval.generate import PRESETS
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="decoding settings")
+    g.add_argument("--num-beams", type=int, help="override the preset")
+    g.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens, help="override the preset")
+    g.add_argument("--repetition-penalty", type=float, help="override the preset")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda if available)")
+    g.add_argument("--dtype", default="auto", help="torch dtype for the model (auto, bfloat16, float32)")
+
+
+def _client(args: argparse.Namespace):
+    from rlhfv.eval.judge import ChatClient
+
+    return ChatClient(
+        args.base_url,
+        args.judge_model,
+        api_key_env=args.api_key_env,
+        cache_dir=args.cache_dir,
+        max_retries=args.max_retries,
+    )
+
+
+def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
+    for line in problems:
+        print(f"rlhfv: warning: skipped {line}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        if key == "problems":
+            continue
+        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else value)
+        print(f"{key:>22}: {shown}")
+
+
+def _chair(args: argparse.Namespace) -> int:
+    from rlhfv.eval.objhal import load_responses, run_chair
+
+    result = run_chair(
+        load_responses(args.responses),
+        args.annotations,
+        synonyms=args.synonyms,
+        client=_client(args) if args.llm_extract else None,
+        progress=not args.json,
+    )
+    if args.per_response:
+        with open(args.per_response, "w", encoding="utf-8") as f:
+            for row in result.per_response():
+                f.write(json.dumps(row) + "\n")
+    _print(result.summary(), args.json, problem_lines(result.problems))
+    return 0
+
+
+def _gen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from rlhfv.eval.generate import generation_settings
+
+    return generation_settings(
+        args.preset,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+    )
+
+
+def _objhal(args: argparse.Namespace) -> int:
+    from rlhfv.eval.objhal import run_object_halbench
+
+    result = run_object_halbench(
+        args.questions,
+        args.annotations,
+        out_dir=args.out,
+        model=args.model,
+        answers=args.answers,
+        synonyms=args.synonyms,
+        generation=_gen_kwargs(args),
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        client=_client(args) if args.llm_extract else None,
+        limit=args.limit,
+    )
+    _print(result.summary(), args.json, problem_lines(result.problems))
+    if not args.json:
+        print(f"report: {args.out}/report.html")
+    return 0
+
+
+def _pope_build(args: argparse.Namespace) -> int:
+    from rlhfv.eval.pope import build_pope_questions, load_object_annotations, write_questions
+
+    objects = load_object_annotations(args.annotations, synonyms=args.synonyms)
+    questions = []
+    for split in args.split or ["random", "popular", "adversarial"]:
+        questions += build_pope_questions(
+            objects, split, n_images=args.n_images, per_image=args.per_image, seed=args.seed
+        )
+    write_questions(questions, args.out)
+    print(f"wrote {len(questions)} questions to {args.out}")
+    return 0
+
+
+def _pope_score(args: argparse.Namespace) -> int:
+    from rlhfv.eval.pope import answer_pope, read_answers, read_questions, score_pope
+
+    questions = read_questions(args.questions)
+    if args.answers:
+        answers = read_answers(args.answers)
+    else:
+        if not args.model or not args.image_dir:
+            from rlhfv.errors import InputError
+
+            raise InputError("give --answers, or --model and --image-dir to generate them")
+        answers = answer_pope(
+            questions, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
+        )
+    result = score_pope(questions, answers)
+    _print(result.summary(), args.json, problem_lines(result.problems))
+    return 0
+
+
+def _amber(args: argparse.Namespace) -> int:
+    from rlhfv.eval.amber import load_amber, read_amber_answers, score_amber
+
+    bench = load_amber(args.annotations, args.relation, args.safe_words)
+    result = score_amber(bench, read_amber_answers(args.answers))
+    _print(result.summary(), args.json, problem_lines(result.problems))
+    return 0
+
+
+def _mmhal(args: argparse.Namespace) -> int:
+    from rlhfv.eval.mmhal import answer_mmhal, load_mmhal, read_mmhal_answers, score_mmhal
+
+    questions = load_mmhal(args.questions)
+    if args.answers:
+        answers = read_mmhal_answers(args.answers, len(questions))
+    elif args.model:
+        if not args.image_dir:
+            from rlhfv.errors import InputError
+
+            raise InputError("--model needs --image-dir")
+        answers = answer_mmhal(
+            questions, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
+        )
+    else:
+        answers = [q.model_answer for q in questions]
+    with _client(args) as client:
+        result = score_mmhal(questions, answers, client, progress=not args.json)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result.to_json(), f, indent=1)
+    _print(result.summary(), args.json, problem_lines(result.problems))
+    return 0

@@ -1,0 +1,121 @@
+"""Answer (image, question) pairs with any HF vision-language model, in batches.
+
+Works with any model that ``AutoModelForImageTextToText`` + ``AutoProcessor`` load and
+whose processor has a chat template: the question becomes one user turn holding the image
+and the text, prompts are left-padded, and only the newly generated tokens are decoded.
+
+>>> generation_settings("reference")
+{'num_beams': 3, 'max_new_tokens': 1024, 'repetition_penalty': 1.1, 'do_sample': False}
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhfv.errors import InputError
+
+# Decoding settings by name; "reference" is the RLHF-V Object HalBench setting.
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"num_beams": 3, "max_new_tokens": 1024, "repetition_penalty": 1.1, "do_sample": False},
+    "greedy": {"num_beams": 1, "max_new_tokens": 512, "repetition_penalty": 1.0, "do_sample": False},
+}
+
+
+def generation_settings(preset: str = "reference", **overrides: Any) -> dict[str, Any]:
+    """A preset's ``generate`` keyword arguments with the non-None ``overrides`` applied."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown generation preset {preset!r}; choose from {sorted(PRESETS)}")
+    return {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def load_image(source: Any, *, base_dir: str | Path | None = None):
+    """A PIL RGB image from a PIL image, raw bytes, a path, or a base64 string."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            return Image.open(io.BytesIO(source)).convert("RGB")
+        text = str(source)
+        path = Path(base_dir, text) if base_dir is not None else Path(text)
+        if len(text) < 1024 and path.is_file():
+            return Image.open(path).convert("RGB")
+        if text.startswith("data:") and "," in text:
+            text = text.split(",", 1)[1]
+        return Image.open(io.BytesIO(base64.b64decode(text, validate=True))).convert("RGB")
+    except (OSError, ValueError, UnidentifiedImageError) as err:
+        shown = str(source)[:80]
+        raise InputError(f"not an image path or base64 image: {shown!r} ({err})", reason="bad_image") from err
+
+
+def load_model(name_or_path: str, *, device: str | None = None, dtype: str = "auto"):
+    """(model, processor) via ``AutoModelForImageTextToText`` / ``AutoProcessor``, in eval mode."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path)
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype)
+    except OSError as err:
+        raise InputError(f"cannot load model: {err}", path=name_or_path, reason="bad_model") from err
+    return model.to(device).eval(), processor
+
+
+def _prompt(processor: Any, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def generate_answers(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    questions: Sequence[str],
+    batch_size: int = 8,
+    *,
+    progress: bool = False,
+    **gen_kwargs: Any,
+) -> list[str]:
+    """One decoded answer per (image, question), generated ``batch_size`` at a time.
+
+    ``images``: PIL images, paths, bytes or base64 strings. ``gen_kwargs`` go to
+    ``model.generate`` (see :data:`PRESETS`). Beam search and greedy decoding are
+    deterministic, so answers do not depend on ``batch_size`` beyond padding effects.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    tokenizer = getattr(processor, "tokenizer", processor)
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    gen_kwargs = {"pad_token_id": tokenizer.pad_token_id, **gen_kwargs}
+    answers: list[str] = []
+    try:
+        starts = range(0, len(questions), batch_size)
+        for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
+            batch_images = [[load_image(im)] for im in images[start : start + batch_size]]
+            prompts = [_prompt(processor, q) for q in questions[start : start + batch_size]]
+            inputs = processor(text=prompts, images=batch_images, return_tensors="pt", padding=True)
+            inputs = {
+                k: v.to(model.device, dtype=model.dtype if v.is_floating_point() else None)
+                if isinstance(v, torch.Tensor)
+                else v
+                for k, v in inputs.items()
+            }
+            with torch.inference_mode():
+                output = model.generate(**inputs, **gen_kwargs)
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            answers.extend(t.strip() for t in texts)
+    finally:
+        tokenizer.padding_side = old_side
+    return answers

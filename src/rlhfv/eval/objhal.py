@@ -1,0 +1,251 @@
+"""Object HalBench: generate detailed descriptions, score them with CHAIR, write a report.
+
+Question file (the reference layout): JSONL, one question per line, with ``image_id``,
+``question`` and ``image`` (base64-encoded image bytes, or a path, relative paths being
+resolved against the question file's folder).
+
+Outputs in ``out_dir``: ``answers.jsonl`` (image_id, question, response),
+``result.json`` (aggregates, counts, problems, settings, per-response objects) and
+``report.html`` (each image inline with its answer; hallucinated objects highlighted).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfv.errors import InputError
+from rlhfv.eval.chair import ChairRecord, ChairResult, load_ground_truth, normalize_image_id, score_chair
+from rlhfv.eval.judge import ChatClient
+from rlhfv.eval.objects import ObjectExtractor, coco_extractor
+from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines
+
+
+@dataclass(frozen=True)
+class Question:
+    image_id: str
+    question: str
+    image: Any  # base64 string, path or bytes; decoded lazily
+
+
+def load_questions(path: str | Path, *, limit: int | None = None) -> list[Question]:
+    """Questions in the reference Object HalBench layout (see module docstring)."""
+    base = Path(path).parent
+    problems = Problems()
+    out = []
+    for row, obj in iter_jsonl(path, problems):
+        for key in ("image_id", "question", "image"):
+            if key not in obj:
+                raise InputError(f"missing {key!r}", path=str(path), row=row, field=key)
+        image = obj["image"]
+        if isinstance(image, str) and len(image) < 1024 and (base / image).is_file():
+            image = str(base / image)
+        out.append(Question(str(obj["image_id"]), str(obj["question"]), image))
+        if limit is not None and len(out) >= limit:
+            break
+    if problems:
+        raise InputError(problems.lines()[0], path=str(path))
+    if not out:
+        raise InputError("no questions", path=str(path))
+    return out
+
+
+@dataclass
+class Responses:
+    """(image_id, response) pairs, where each came from, and the rows already rejected."""
+
+    pairs: list[tuple[Any, Any]]
+    labels: list[str]
+    problems: Problems
+
+
+def load_responses(path: str | Path) -> Responses:
+    """(image_id, response) pairs from JSONL; rows without the fields are counted."""
+    out = Responses([], [], Problems())
+    for row, obj in iter_jsonl(path, out.problems):
+        if "image_id" not in obj or "response" not in obj:
+            missing = "image_id" if "image_id" not in obj else "response"
+            out.problems.add("missing_field", f"{path}: row {row}: no {missing!r}")
+            continue
+        out.pairs.append((obj["image_id"], obj["response"]))
+        out.labels.append(f"{path}: row {row}")
+    return out
+
+
+def run_chair(
+    responses: Responses,
+    annotations: Sequence[str | Path],
+    *,
+    synonyms: str | Path | None = None,
+    extractor: ObjectExtractor | None = None,
+    client: ChatClient | None = None,
+    progress: bool = False,
+) -> ChairResult:
+    """CHAIR for (image_id, response) pairs; with ``client``, objects are listed by the LLM first."""
+    pairs, problems = responses.pairs, responses.problems
+    extractor = extractor or coco_extractor(synonyms)
+    ground_truth = load_ground_truth(annotations, extractor)
+    mentions = None
+    if client is not None:
+        from rlhfv.eval.llm_objects import llm_mentions
+
+        found = llm_mentions([r for _, r in pairs], client, extractor, problems, progress=progress)
+        mentions = found.__getitem__
+    result = score_chair(
+        pairs,
+        ground_truth,
+        extractor,
+        mentions=mentions,
+        problems=problems,
+        where=responses.labels.__getitem__,
+        progress=progress,
+    )
+    if not result.records:
+        raise InputError("no response could be scored: " + "; ".join(problems.lines() or ["no responses"]))
+    return result
+
+
+def run_object_halbench(
+    questions: str | Path,
+    annotations: Sequence[str | Path],
+    *,
+    out_dir: str | Path,
+    model: str | Any | None = None,
+    processor: Any = None,
+    answers: str | Path | None = None,
+    synonyms: str | Path | None = None,
+    generation: dict[str, Any] | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "auto",
+    client: ChatClient | None = None,
+    limit: int | None = None,
+) -> ChairResult:
+    """Generate (or read) answers, score them, write answers.jsonl, result.json, report.html.
+
+    ``model`` is a name/path (loaded with AutoModelForImageTextToText) or a loaded model
+    given together with ``processor``.
+    """
+    from rlhfv.eval.generate import generate_answers, generation_settings, load_model
+
+    qs = load_questions(questions, limit=limit)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = generation or generation_settings("reference")
+    if answers is not None:
+        given = load_responses(answers)
+        problems = given.problems
+        by_id = {normalize_image_id(i): r for i, r in given.pairs}
+        responses = [by_id.get(normalize_image_id(q.image_id)) for q in qs]
+        for q, r in zip(qs, responses, strict=True):
+            if r is None:
+                problems.add("missing_answer", f"no answer for image id {q.image_id!r}")
+    else:
+        if model is None:
+            raise InputError("give a model or an answers file")
+        if isinstance(model, (str, Path)):
+            model, processor = load_model(str(model), device=device, dtype=dtype)
+        responses = generate_answers(
+            model,
+            processor,
+            [q.image for q in qs],
+            [q.question for q in qs],
+            batch_size,
+            progress=True,
+            **settings,
+        )
+        problems = Problems()
+    with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
+        for q, r in zip(qs, responses, strict=True):
+            f.write(json.dumps({"image_id": q.image_id, "question": q.question, "response": r}) + "\n")
+    scored = Responses([], [], problems)
+    for n, (q, r) in enumerate(zip(qs, responses, strict=True), start=1):
+        if r is not None:
+            scored.pairs.append((q.image_id, r))
+            scored.labels.append(f"question {n}")
+    extractor = coco_extractor(synonyms)
+    result = run_chair(scored, annotations, extractor=extractor, client=client)
+    full = result.summary() | {
+        "generation": settings if answers is None else None,
+        "extraction": "llm" if client is not None else "rules",
+        "per_response": result.per_response(),
+    }
+    (out / "result.json").write_text(json.dumps(full, indent=1), "utf-8")
+    images = {normalize_image_id(q.image_id): q for q in qs}
+    (out / "report.html").write_text(render_report(result, images, extractor), "utf-8")
+    return result
+
+
+# ---------------------------------------------------------------- HTML report
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table.m td{padding:2px 12px}.item{display:flex;gap:16px;border-top:1px solid #ddd;padding:12px 0}
+.item img{width:224px;height:auto;flex:none}.hal{background:#ffb3b3}.ok{background:#c8f0c8}
+.q{color:#555;font-style:italic}.objs{font-size:90%;color:#444}
+"""
+
+
+def _thumbnail(image: Any) -> str:
+    from rlhfv.eval.generate import load_image
+
+    try:
+        im = load_image(image)
+    except InputError:
+        return ""
+    im.thumbnail((448, 448))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def highlight(response: str, record: ChairRecord, extractor: ObjectExtractor) -> str:
+    """The response as HTML: escaped, with hallucinated mentions in ``<mark class="hal">``
+    and correct ones in ``<mark class="ok">``."""
+    parts, pos = [], 0
+    hallucinated = set(record.hallucinated)
+    for m in extractor.mentions(response):
+        if m.cls not in hallucinated and m.cls not in record.ground_truth:
+            continue
+        kind = "hal" if m.cls in hallucinated else "ok"
+        parts.append(html.escape(response[pos : m.start]))
+        title = html.escape(m.cls, quote=True)
+        parts.append(f'<mark class="{kind}" title="{title}">{html.escape(response[m.start : m.end])}</mark>')
+        pos = m.end
+    parts.append(html.escape(response[pos:]))
+    return "".join(parts)
+
+
+def render_report(result: ChairResult, questions: dict[str, Question], extractor: ObjectExtractor) -> str:
+    """A self-contained HTML page: the aggregates, then each image with its scored answer."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(k)}</td><td>{'n/a' if v is None else (f'{v:.4f}' if isinstance(v, float) else esc(str(v)))}</td></tr>"
+        for k, v in result.summary().items()
+        if k != "problems"
+    )
+    problems = "".join(f"<li>{esc(line)}</li>" for line in problem_lines(result.problems))
+    items = []
+    for r in result.records:
+        q = questions.get(r.image_id)
+        src = _thumbnail(q.image) if q is not None else ""
+        img = f'<img src="{src}" alt="image {esc(r.image_id)}">' if src else "<div>(no image)</div>"
+        items.append(
+            f'<div class="item">{img}<div><div>image {esc(r.image_id)}</div>'
+            f'<p class="q">{esc(q.question if q else "")}</p><p>{highlight(r.response, r, extractor)}</p>'
+            f'<p class="objs">hallucinated: <b>{esc(", ".join(r.hallucinated) or "none")}</b><br>'
+            f"ground truth: {esc(', '.join(sorted(r.ground_truth)))}</p></div></div>"
+        )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Object HalBench report</title>"
+        f"<style>{_CSS}</style></head><body><h1>Object HalBench</h1><table class='m'>{rows}</table>"
+        + (f"<h2>Skipped</h2><ul>{problems}</ul>" if problems else "")
+        + "".join(items)
+        + "</body></html>"
+    )

@@ -1,0 +1,99 @@
+"""Bad input is counted by kind and reported, never turned into a silent zero.
+
+Every scorer takes a :class:`Problems` and adds one entry per item it could not score
+(``response_not_string``, ``unknown_image_id``, ``no_rating``, ``endpoint_unreachable``
+...); results carry ``problems.as_dict()`` and the CLI prints :meth:`Problems.lines`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rlhfv.errors import InputError
+
+MAX_EXAMPLES = 3
+
+
+class Problems:
+    """Counts of unscorable items by kind, with the first few messages of each kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        examples = self.examples.setdefault(kind, [])
+        if len(examples) < MAX_EXAMPLES:
+            examples.append(message)
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {k: {"count": n, "examples": self.examples[k]} for k, n in sorted(self.counts.items())}
+
+    def lines(self) -> list[str]:
+        """One line per kind: ``3 x unknown_image_id (e.g. row 4: ...)``."""
+        return problem_lines(self.as_dict())
+
+
+def problem_lines(problems: dict[str, dict[str, Any]]) -> list[str]:
+    """Lines for a ``Problems.as_dict()`` (as stored in results)."""
+    return [f"{v['count']} x {k} (e.g. {v['examples'][0]})" for k, v in problems.items()]
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file, or InputError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as err:
+        raise InputError(f"cannot read file: {err.strerror}", path=str(path), reason="unreadable") from err
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err.msg} at line {err.lineno}", path=str(path)) from err
+
+
+def iter_jsonl(path: str | Path, problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number from 1, object) per line; blank lines skipped; bad lines counted."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(f"cannot read file: {err.strerror}", path=str(path), reason="unreadable") from err
+    except UnicodeDecodeError as err:
+        raise InputError("not UTF-8 text", path=str(path), reason="unreadable") from err
+    for row, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.add("invalid_json", f"{path}: row {row}: {err.msg}")
+            continue
+        if not isinstance(obj, dict):
+            problems.add("invalid_json", f"{path}: row {row}: not a JSON object")
+            continue
+        yield row, obj
+
+
+def read_records(path: str | Path, problems: Problems) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of a JSONL file, or of a JSON file holding a list of objects."""
+    if str(path).endswith(".json"):
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise InputError("expected a JSON list of objects", path=str(path))
+        out = []
+        for row, obj in enumerate(data, start=1):
+            if isinstance(obj, dict):
+                out.append((row, obj))
+            else:
+                problems.add("invalid_json", f"{path}: item {row}: not a JSON object")
+        return out
+    return list(iter_jsonl(path, problems))
