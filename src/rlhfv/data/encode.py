@@ -57,7 +57,9 @@ def open_image(data: bytes, *, path: str | None = None, row: int | None = None):
 
 def image_token(processor) -> str | None:
     """The processor's image placeholder string (``"<image>"``, ``"<|image_pad|>"``...), if any."""
-    return getattr(processor, "image_token", None) or getattr(getattr(processor, "tokenizer", None), "image_token", None)
+    return getattr(processor, "image_token", None) or getattr(
+        getattr(processor, "tokenizer", None), "image_token", None
+    )
 
 
 def render_prompt(processor, question: str) -> str:
@@ -97,7 +99,11 @@ def check_segments(
         )
         if not ok:
             raise InputError(
-                f"segment {seg.to_dict()} does not fit the answers", path=path, row=row, field="segments", reason="bad_segments"
+                f"segment {seg.to_dict()} does not fit the answers",
+                path=path,
+                row=row,
+                field="segments",
+                reason="bad_segments",
             )
     return checked
 
@@ -134,7 +140,9 @@ def encode_correction(
     start = len(prompt)
     tokenizer = processor.tokenizer
     if correction.segments is not None:
-        segments = check_segments(correction.segments, correction.original, correction.corrected, path=path, row=row)
+        segments = check_segments(
+            correction.segments, correction.original, correction.corrected, path=path, row=row
+        )
     else:
         segments = changed_segments(correction.original, correction.corrected)
 

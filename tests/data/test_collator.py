@@ -1,0 +1,159 @@
+"""Encoding + collation for the four processor families, checked against the real tiny models."""
+
+from __future__ import annotations
+
+import doctest
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import rlhfv.data.collator
+from rlhfv.data.collator import PreferenceCollator
+from rlhfv.data.diff import changed_segments
+from rlhfv.data.encode import encode_correction
+from rlhfv.data.schema import Correction
+from rlhfv.tiny import ARCHITECTURES, build_tiny
+
+IMAGES = Path(__file__).parents[2] / ".." / "shared" / "data" / "images"
+
+
+def _png(size, colour) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PAIRS = [
+    Correction(
+        image=str((IMAGES / "000122635.jpg").resolve()),
+        question="<image>\nWhat is in the image?",
+        original="There are two dogs on the grass.",
+        corrected="There is one dog on the green grass.",
+        id="a",
+    ),
+    Correction(
+        image=_png((20, 64), "blue"),  # tall: LLaVA-NeXT picks another grid than for the photo
+        question="Describe the picture.",
+        original="A red car is parked next to a tree.",
+        corrected="A blue car is parked.",
+        id="b",
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def tiny(request):
+    return build_tiny(request.param)
+
+
+def test_batch_runs_through_the_real_model_and_lines_up_with_the_text(tiny):
+    model, processor = tiny
+    rows = [{**encode_correction(c, processor), "pair_index": i} for i, c in enumerate(PAIRS)]
+    batch = PreferenceCollator(processor, gamma=3.0, pad_to_multiple_of=8)(rows)
+    n, t = batch["input_ids"].shape
+    assert n == 4 and t % 8 == 0
+    assert batch["pair_index"].tolist() == [0, 1]
+
+    # image tokens: the model itself raises when placeholders and image features disagree
+    inputs = {k: v for k, v in batch.items() if k not in ("token_weights", "pair_index")}
+    with torch.no_grad():
+        out = model(**inputs)
+    assert torch.isfinite(out.loss)
+    image_token_id = model.config.image_token_id
+    per_row = (batch["input_ids"] == image_token_id).sum(1)
+    assert torch.equal(per_row[:2], per_row[2:])  # each image serves its chosen and rejected row
+    assert (per_row > 0).all()
+
+    tok = processor.tokenizer
+    answers = [c.corrected for c in PAIRS] + [c.original for c in PAIRS]
+    for k, answer in enumerate(answers):
+        labelled = batch["labels"][k][batch["labels"][k] != -100]
+        expected = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert labelled.tolist() == expected
+        # labels are the answer tokens at the end of the real sequence, then padding
+        real = int(batch["attention_mask"][k].sum())
+        assert batch["attention_mask"][k, :real].all() and not batch["attention_mask"][k, real:].any()
+        assert batch["labels"][k, real - len(expected) : real].tolist() == expected
+        w = batch["token_weights"][k]
+        assert (w[batch["labels"][k] == -100] == 0).all()
+        assert set(w[batch["labels"][k] != -100].tolist()) <= {1.0, 3.0}
+
+
+def test_changed_tokens_get_gamma_on_both_sides(tiny):
+    _, processor = tiny
+    batch = PreferenceCollator(processor, gamma=4.0)([encode_correction(PAIRS[0], processor)])
+    tok = processor.tokenizer
+
+    def weighted_words(k):
+        keep = batch["labels"][k] != -100
+        ids, w = batch["input_ids"][k][keep].tolist(), batch["token_weights"][k][keep].tolist()
+        return [(tok.convert_ids_to_tokens(i), x) for i, x in zip(ids, w, strict=True)]
+
+    # "There are two dogs on the grass." -> "There is one dog on the green grass."
+    assert weighted_words(0) == [
+        ("there", 1.0),
+        ("is", 4.0),
+        ("one", 4.0),
+        ("dog", 4.0),
+        ("on", 1.0),
+        ("the", 1.0),
+        ("green", 4.0),
+        ("grass", 1.0),
+        (".", 1.0),
+        ("</s>", 1.0),
+    ]
+    assert [w for _, w in weighted_words(1)] == [1.0, 4.0, 4.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_reference_alignment_marks_the_short_match_between_replacements(tiny):
+    _, processor = tiny
+    row = encode_correction(PAIRS[0], processor, alignment="reference")
+    start = row["chosen_labels_start"]
+    # "on the" is a 2-token match between two changes: the reference code drops it
+    assert row["chosen_changed"][start:] == [0, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert row["rejected_changed"][start:] == [0, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert not any(row["chosen_changed"][:start])
+
+
+def test_collator_docstring_example_runs():
+    assert doctest.testmod(rlhfv.data.collator).failed == 0
+
+
+_WORDS = ["a", "the", "red", "blue", "dog", "cat", "two", "one", "on", "grass", "sitting", ".", ",", "zebra"]
+_answer = st.lists(st.sampled_from(_WORDS), min_size=1, max_size=12).map(" ".join)
+
+
+@pytest.fixture(scope="module")
+def llava_processor():
+    return build_tiny("llava")[1]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_answer, _answer, st.floats(min_value=0.0, max_value=10.0, allow_nan=False))
+def test_weights_are_gamma_exactly_on_tokens_overlapping_changes(llava_processor, original, corrected, gamma):
+    processor = llava_processor
+    if original == corrected:
+        corrected = corrected + " zebra"
+    pair = Correction(image=PAIRS[1].image, question="What is it?", original=original, corrected=corrected)
+    batch = PreferenceCollator(processor, gamma=gamma)([encode_correction(pair, processor)])
+    segs = changed_segments(original, corrected)
+    tok = processor.tokenizer
+    for k, (text, side) in enumerate(((corrected, "corrected"), (original, "original"))):
+        offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        spans = [
+            (s.corrected_start, s.corrected_end)
+            if side == "corrected"
+            else (s.original_start, s.original_end)
+            for s in segs
+        ]
+        expected = [
+            gamma if any(max(a, lo) < min(b, hi) for lo, hi in spans) else 1.0 for a, b in offsets
+        ] + [1.0]  # eos
+        keep = batch["labels"][k] != -100
+        assert batch["token_weights"][k][keep].tolist() == pytest.approx(expected)
+        assert (batch["token_weights"][k][~keep] == 0).all()
