@@ -68,7 +68,7 @@ def test_ddpo_loss_hand_worked_mean_and_sum():
     # sum: both ratios ln 1.5, margin 0: loss = ln 2 whatever beta
     out = ddpo_loss(logps, ref, w, beta=0.7, normalisation="sum")
     assert out.loss.item() == pytest.approx(LN(2), abs=1e-6)
-    metrics = preference_metrics(out)
+    metrics = {k: v.item() for k, v in preference_metrics(out).items()}
     assert metrics["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["rewards/accuracies"] == 0.0
     assert metrics["logps/chosen"] == pytest.approx(LN(3 / 16), abs=1e-6)

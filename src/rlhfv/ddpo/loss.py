@@ -233,15 +233,15 @@ def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -(token_logps * mask).sum() / mask.sum().clamp(min=1)
 
 
-def preference_metrics(out: DDPOLossOutput) -> dict[str, float]:
-    """Batch means of the standard DPO metrics (names as TRL logs them)."""
+def preference_metrics(out: DDPOLossOutput) -> dict[str, torch.Tensor]:
+    """Batch means of the standard DPO metrics (names as TRL logs them), as detached 0-d tensors."""
     margins = out.chosen_rewards - out.rejected_rewards
     return {
-        "loss": out.loss.detach().item(),
-        "rewards/chosen": out.chosen_rewards.mean().item(),
-        "rewards/rejected": out.rejected_rewards.mean().item(),
-        "rewards/margins": margins.mean().item(),
-        "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().mean().item(),
-        "logps/chosen": out.policy_chosen_logps.detach().mean().item(),
-        "logps/rejected": out.policy_rejected_logps.detach().mean().item(),
+        "loss": out.loss.detach(),
+        "rewards/chosen": out.chosen_rewards.mean(),
+        "rewards/rejected": out.rejected_rewards.mean(),
+        "rewards/margins": margins.mean(),
+        "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().mean(),
+        "logps/chosen": out.policy_chosen_logps.detach().mean(),
+        "logps/rejected": out.policy_rejected_logps.detach().mean(),
     }
