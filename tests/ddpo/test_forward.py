@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
 import torch
 from PIL import Image
 
+from rlhfv.data.collator import PreferenceCollator
+from rlhfv.data.encode import encode_correction
+from rlhfv.data.schema import Correction
 from rlhfv.ddpo import forward
 from rlhfv.ddpo.forward import (
     LengthGroupedSampler,
@@ -26,44 +30,21 @@ PAIRS = [
 ]
 
 
-def _image(seed: int) -> Image.Image:
+def _image_bytes(seed: int) -> bytes:
     g = torch.Generator().manual_seed(seed)
     pixels = (torch.rand(24, 36, 3, generator=g) * 255).to(torch.uint8).numpy()
-    return Image.fromarray(pixels)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
 
 
-def make_batch(processor, pairs=PAIRS) -> dict[str, torch.Tensor]:
-    """A batch per docs/architecture.md, built directly with the processor.
-
-    Rows [chosen_0..chosen_{B-1}; rejected_0..rejected_{B-1}], right-padded, labels -100
-    before the answer and on padding.
-    """
-    prompts, answers, images = [], [], []
-    for side in (1, 2):
-        for i, pair in enumerate(pairs):
-            msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": pair[0]}]}]
-            prompts.append(processor.apply_chat_template(msgs, add_generation_prompt=True))
-            answers.append(" " + pair[side] + " </s>")
-            images.append(_image(i))
-    tok = processor.tokenizer
-    tok.padding_side = "right"
-    batch = dict(
-        processor(
-            images=images,
-            text=[p + a for p, a in zip(prompts, answers, strict=True)],
-            padding=True,
-            return_tensors="pt",
-        )
-    )
-    labels = batch["input_ids"].clone()
-    for row, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
-        n_prompt = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"].shape[1]
-        labels[row, :n_prompt] = -100
-    labels[batch["attention_mask"] == 0] = -100
-    batch["labels"] = labels
-    batch["token_weights"] = (labels != -100).float()
-    batch["pair_index"] = torch.arange(len(pairs))
-    return batch
+def make_batch(processor, pairs=PAIRS, gamma: float = 5.0) -> dict[str, torch.Tensor]:
+    """A batch per docs/architecture.md, through the project's encoder and collator."""
+    rows = []
+    for i, (question, chosen, rejected) in enumerate(pairs):
+        record = Correction(image=_image_bytes(i), question=question, original=rejected, corrected=chosen)
+        rows.append({**encode_correction(record, processor), "pair_index": i})
+    return PreferenceCollator(processor, gamma=gamma)(rows)
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl", "llava_next", "idefics3"])
@@ -136,37 +117,36 @@ def test_auto_uses_shared_prefix_when_supported(monkeypatch):
     assert calls == [1]
 
 
-def test_auto_falls_back_with_one_warning(caplog):
+def test_unsupported_attention_is_reported():
     model, processor = build_tiny("llava")
-    model.config.get_text_config()._attn_implementation = "flash_attention_2"
     batch = make_batch(processor)
-    forward._warned.clear()
+    text_config = model.config.get_text_config()
+    text_config._attn_implementation = "flash_attention_2"
     try:
-        with caplog.at_level(logging.WARNING, logger="rlhfv.ddpo.forward"), torch.no_grad():
-            assert shared_prefix_unsupported_reason(model, batch) is not None
-            model.config.get_text_config()._attn_implementation = "sdpa"
-            plain = token_logps(model, batch, mode="plain")
-            model.config.get_text_config()._attn_implementation = "flash_attention_2"
-            # plain forward must not see the fake implementation: compare by reason only
-            reason = shared_prefix_unsupported_reason(model, batch)
-            model.config.get_text_config()._attn_implementation = "sdpa"
+        reason = shared_prefix_unsupported_reason(model, batch)
     finally:
-        model.config.get_text_config()._attn_implementation = "sdpa"
-    assert "flash_attention_2" in reason
-    # a batch whose chosen and rejected prompts differ falls back, warning once for two calls
-    bad = {k: v.clone() for k, v in batch.items()}
-    n_pairs = bad["pair_index"].shape[0]
-    bad["pixel_values"][n_pairs] += 1.0  # rejected row of pair 0 gets another image
+        text_config._attn_implementation = "sdpa"
+    assert reason is not None and "flash_attention_2" in reason
+    assert shared_prefix_unsupported_reason(model, batch) is None
+
+
+def test_auto_falls_back_to_plain_with_one_warning(caplog):
+    """A batch whose rejected row has another image than its chosen row cannot share the prefix."""
+    model, processor = build_tiny("llava")
+    batch = make_batch(processor)
+    n_pairs = batch["pair_index"].shape[0]
+    batch["pixel_values"][n_pairs] += 1.0  # rejected row of pair 0 gets another image
+    forward._warned.clear()
     with caplog.at_level(logging.WARNING, logger="rlhfv.ddpo.forward"), torch.no_grad():
-        got = token_logps(model, bad)
-        token_logps(model, bad)
+        got = token_logps(model, batch)
+        token_logps(model, batch)
+        plain = token_logps(model, batch, mode="plain")
     warnings = [r for r in caplog.records if "shared-prefix forward unavailable" in r.getMessage()]
     assert len(warnings) == 1
-    with torch.no_grad():
-        torch.testing.assert_close(got, token_logps(model, bad, mode="plain"))
-    assert not torch.allclose(got, plain)  # the changed image changed the rejected row
+    assert "image" in warnings[0].getMessage()
+    torch.testing.assert_close(got, plain, atol=0, rtol=0)
     with pytest.raises(ValueError, match="shared-prefix forward unavailable"):
-        token_logps(model, bad, mode="shared_prefix")
+        token_logps(model, batch, mode="shared_prefix")
 
 
 def test_single_pair_and_identical_answers():
