@@ -1,0 +1,138 @@
+"""The chat endpoint client against a real local HTTP server: retries, cache, failures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rlhfv.cli import main
+from rlhfv.eval.judge import ChatClient, EndpointError, EndpointUnreachable
+from rlhfv.eval.llm_objects import EXTRACTION_PROMPT, llm_mentions
+from rlhfv.eval.objects import coco_extractor
+from rlhfv.eval.problems import Problems
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def test_retries_a_500_then_succeeds_and_caches(judge_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-test")
+    judge_server.script = [(500, "boom"), (200, "first answer")]
+    with ChatClient(
+        judge_server.url, "judge-1", api_key_env="TEST_JUDGE_KEY", cache_dir=tmp_path, backoff_s=0.01
+    ) as client:
+        assert client.complete(MSG) == "first answer"
+        assert client.calls == 2
+    assert len(judge_server.requests) == 2
+    req = judge_server.requests[-1]
+    assert req["path"] == "/v1/chat/completions" and req["model"] == "judge-1" and req["messages"] == MSG
+    assert req["auth"] == "Bearer sk-test"
+    # a fresh client (a rerun) with the same cache makes no request at all
+    judge_server.reply = lambda body: "different"
+    with ChatClient(judge_server.url, "judge-1", cache_dir=tmp_path) as again:
+        assert again.complete(MSG) == "first answer"
+        assert again.calls == 0
+        # a different request is not served from the cache
+        assert again.complete(MSG, temperature=0.5) == "different"
+    assert len(judge_server.requests) == 3
+
+
+def test_429_honours_retry_after_and_gives_up_with_an_error(judge_server, tmp_path):
+    judge_server.script = [(429, "slow down")] * 3
+    start = time.monotonic()
+    # backoff_s=5 would wait 5 + 10 s; the server's "Retry-After: 0" wins
+    with (
+        ChatClient(judge_server.url, "m", cache_dir=tmp_path, max_retries=2, backoff_s=5) as client,
+        pytest.raises(EndpointError, match="HTTP 429 after 3 attempts") as err,
+    ):
+        client.complete(MSG)
+    assert time.monotonic() - start < 4
+    assert err.value.kind == "endpoint_error"
+    assert len(judge_server.requests) == 3
+    assert not list(tmp_path.rglob("*.json"))  # failures are not cached
+
+
+def test_client_errors_are_not_retried(judge_server):
+    judge_server.script = [(401, "bad key")]
+    with (
+        ChatClient(judge_server.url, "m", backoff_s=0.01) as client,
+        pytest.raises(EndpointError, match="401"),
+    ):
+        client.complete(MSG)
+    assert len(judge_server.requests) == 1
+
+
+def test_unreachable_endpoint(closed_port_url):
+    with ChatClient(closed_port_url, "m", max_retries=1, backoff_s=0.01, timeout_s=2) as client:
+        with pytest.raises(EndpointUnreachable, match="unreachable after 2 attempts"):
+            client.complete(MSG)
+        assert client.calls == 2
+
+
+def _extraction_reply(body):
+    text = body["messages"][0]["content"]
+    description = text.split("Description:\n", 1)[1].split("\n\nObjects:", 1)[0]
+    # a deterministic "LLM": list the capitalised words of the description
+    found = [w.strip(".,") for w in description.split() if w[:1].isupper()]
+    return "\n".join(f"- {w.lower()}" for w in found) or "None"
+
+
+def test_llm_extraction_maps_phrases_and_resumes_from_cache(judge_server, tmp_path):
+    judge_server.reply = _extraction_reply
+    responses = ["A Dog chases a ball near a Frisbee.", "Two Puppies and no cat at all.", "A dog.", 5]
+    ex = coco_extractor()
+    with ChatClient(judge_server.url, "m", cache_dir=tmp_path) as client:
+        problems = Problems()
+        found = llm_mentions(responses, client, ex, problems)
+    # the rule extractor would also find "ball" and "cat"; the LLM list decides here
+    assert found == {
+        "A Dog chases a ball near a Frisbee.": ["dog", "frisbee"],
+        "Two Puppies and no cat at all.": ["dog"],
+        "A dog.": [],  # three words or fewer: no call
+    }
+    assert len(judge_server.requests) == 2
+    assert judge_server.requests[0]["temperature"] == pytest.approx(0.2)
+    assert "A Dog chases" in judge_server.requests[0]["messages"][0]["content"]
+    assert EXTRACTION_PROMPT.split("\n")[0] in judge_server.requests[0]["messages"][0]["content"]
+    with ChatClient(judge_server.url, "m", cache_dir=tmp_path) as client:
+        assert llm_mentions(responses, client, ex, Problems()) == found
+    assert len(judge_server.requests) == 2  # the rerun made zero requests
+
+
+def test_cli_chair_llm_extract(judge_server, tmp_path, capsys):
+    judge_server.reply = _extraction_reply
+    responses = tmp_path / "r.jsonl"
+    responses.write_text(
+        json.dumps({"image_id": 296284, "response": "Many Donuts sit in a case beside a Cup."}) + "\n"
+    )
+    args = [
+        "eval", "chair", "--responses", str(responses), "--annotations", str(COCO80), "--json",
+        "--llm-extract", "--base-url", judge_server.url, "--judge-model", "m", "--cache-dir", str(tmp_path / "c"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_mentions"] == 2 and out["chair_i"] == pytest.approx(0.5)
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == out
+    assert len(judge_server.requests) == 1
+
+
+def test_llm_extraction_stops_calling_an_unreachable_endpoint(closed_port_url, tmp_path, capsys):
+    responses = tmp_path / "r.jsonl"
+    rows = [{"image_id": 296284, "response": f"Donuts number {i} in a glass case."} for i in range(5)]
+    rows.append({"image_id": 296284, "response": "Donuts."})  # short: scored without a call
+    responses.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [
+        "eval", "chair", "--responses", str(responses), "--annotations", str(COCO80), "--json",
+        "--llm-extract", "--base-url", closed_port_url, "--max-retries", "0", "--cache-dir", str(tmp_path / "c"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["n_responses"] == 1
+    assert out["problems"]["endpoint_unreachable"]["count"] == 5
+    assert "5 x endpoint_unreachable" in captured.err
