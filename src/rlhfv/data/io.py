@@ -1,0 +1,781 @@
+"""Streaming readers and writers of :class:`Correction` records.
+
+Formats (``read_corrections`` sniffs which one a path holds):
+
+* **JSONL** (``.jsonl``): one object per line with ``question``, ``original`` and
+  ``corrected`` (``rejected`` / ``chosen`` accepted as aliases), ``image`` (a path,
+  relative to the file's folder or absolute, or a ``data:image/...;base64,`` URI) or
+  ``image_base64``, and optional ``id``, ``annotator``, ``segments`` (list of
+  :class:`ChangedSegment` dicts), ``source`` (object).
+* **Parquet** (rlhfv's own layout): the same fields as columns, ``image`` binary,
+  ``segments`` and ``source`` as JSON strings. Read in record batches.
+* **RLHF-V-Dataset** layout (as published): ``ds_name``, ``image`` (struct with
+  ``bytes``, or raw bytes), ``text`` (JSON string with ``question``, ``chosen``,
+  ``rejected``), ``origin_dataset``, ``origin_split``, ``idx``, ``image_path``.
+* **RLAIF-V-Dataset** layout (as published, one or many parquet shards): ``ds_name``,
+  ``image``, ``question``, ``chosen``, ``rejected``, ``origin_dataset``,
+  ``origin_split``, ``idx``, ``image_path``.
+
+Exports: :func:`to_hf_dataset` (a ``datasets.Dataset`` built from a generator, never
+all records in memory) and :func:`to_trl_dataset` (TRL's preference format: ``images``,
+``prompt``, ``chosen``, ``rejected``).
+
+Row numbers in errors: JSONL rows are 1-based line numbers, parquet rows 0-based indices.
+Bad rows raise :class:`InputError`, or go to ``on_error(err)`` and are skipped when an
+``on_error`` callback is given; a file-level problem (no such file, missing columns)
+always raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rlhfv.data.schema import ChangedSegment, Correction
+from rlhfv.errors import InputError
+
+OnError = Callable[[InputError], None] | None
+FORMATS: tuple[str, ...] = ("jsonl", "parquet", "rlhf-v", "rlaif-v")
+PARQUET_BATCH_ROWS = 256
+
+RLHFV_COLUMNS = ("ds_name", "image", "text", "origin_dataset", "origin_split", "idx", "image_path")
+RLAIFV_COLUMNS = (
+    "ds_name",
+    "image",
+    "question",
+    "chosen",
+    "rejected",
+    "origin_dataset",
+    "origin_split",
+    "idx",
+    "image_path",
+)
+NATIVE_COLUMNS = ("id", "image", "question", "original", "corrected", "annotator", "segments", "source")
+
+
+# ---- validation ------------------------------------------------------------------------
+
+
+def check_correction(c: Correction, *, path: str | None = None, row: int | None = None) -> Correction:
+    """Raise :class:`InputError` unless ``c`` is a usable preference pair.
+
+    Checks: question is a string; both answers are non-empty strings; they differ;
+    the image is non-empty bytes or a path to an existing file.
+    """
+    if not isinstance(c.question, str):
+        raise InputError(
+            "question is not a string", path=path, row=row, field="question", reason="not_a_string"
+        )
+    for field, value in (("original", c.original), ("corrected", c.corrected)):
+        if not isinstance(value, str):
+            raise InputError(
+                f"answer is {type(value).__name__}, not a string",
+                path=path,
+                row=row,
+                field=field,
+                reason="not_a_string",
+            )
+        if not value.strip():
+            raise InputError("answer is empty", path=path, row=row, field=field, reason="empty_answer")
+    if c.original == c.corrected:
+        raise InputError(
+            "corrected answer is identical to the original (nothing to learn from)",
+            path=path,
+            row=row,
+            field="corrected",
+            reason="identical_answers",
+        )
+    if isinstance(c.image, bytes | bytearray):
+        if not c.image:
+            raise InputError(
+                "image bytes are empty", path=path, row=row, field="image", reason="missing_image"
+            )
+    elif not isinstance(c.image, str) or not c.image:
+        raise InputError("no image", path=path, row=row, field="image", reason="missing_image")
+    elif not os.path.isfile(c.image):
+        raise InputError(
+            f"image file not found: {c.image}", path=path, row=row, field="image", reason="missing_image"
+        )
+    return c
+
+
+def _emit(make: Callable[[], Correction], on_error: OnError, path: str, row: int) -> Correction | None:
+    """Build and check one record; route a bad one to ``on_error`` (or raise)."""
+    try:
+        return check_correction(make(), path=path, row=row)
+    except InputError as err:
+        if err.path is None:
+            err = InputError(err.message, path=path, row=row, field=err.field, reason=err.reason)
+        if on_error is None:
+            raise err from None
+        on_error(err)
+        return None
+
+
+# ---- images ----------------------------------------------------------------------------
+
+
+def image_extension(data: bytes) -> str:
+    """File extension for encoded image bytes, from their magic number."""
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return ".gif"
+    return ".img"
+
+
+def _decode_b64(text: str, *, path: str, row: int, field: str) -> bytes:
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(
+            "invalid base64 image", path=path, row=row, field=field, reason="unreadable_image"
+        ) from None
+
+
+def _resolve_image_path(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+# ---- JSONL -----------------------------------------------------------------------------
+
+
+def _segments_from(value: Any, *, path: str, row: int) -> list[ChangedSegment] | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else None
+            if value is None:
+                return None
+        return [ChangedSegment.from_dict(d) for d in value]
+    except (TypeError, KeyError, AttributeError, json.JSONDecodeError):
+        raise InputError(
+            "segments must be a list of {kind, original_start, original_end, corrected_start, corrected_end}",
+            path=path,
+            row=row,
+            field="segments",
+            reason="bad_segments",
+        ) from None
+
+
+def _pick(obj: dict[str, Any], *names: str, path: str, row: int) -> Any:
+    for name in names:
+        if name in obj:
+            return obj[name]
+    raise InputError("missing", path=path, row=row, field=names[0], reason="missing_field")
+
+
+def _from_json_object(obj: Any, base: Path, *, path: str, row: int) -> Correction:
+    if not isinstance(obj, dict):
+        raise InputError("line is not a JSON object", path=path, row=row, reason="malformed_json")
+    if obj.get("image_base64"):
+        image: str | bytes = _decode_b64(obj["image_base64"], path=path, row=row, field="image_base64")
+    else:
+        value = _pick(obj, "image", path=path, row=row)
+        if not isinstance(value, str) or not value:
+            raise InputError(
+                "image must be a path or a data URI",
+                path=path,
+                row=row,
+                field="image",
+                reason="missing_image",
+            )
+        image = (
+            _decode_b64(value, path=path, row=row, field="image")
+            if value.startswith("data:")
+            else _resolve_image_path(value, base)
+        )
+    source = obj.get("source") or {}
+    return Correction(
+        image=image,
+        question=_pick(obj, "question", "prompt", path=path, row=row),
+        original=_pick(obj, "original", "rejected", path=path, row=row),
+        corrected=_pick(obj, "corrected", "chosen", path=path, row=row),
+        annotator=obj.get("annotator"),
+        segments=_segments_from(obj.get("segments"), path=path, row=row),
+        source=source if isinstance(source, dict) else {"value": source},
+        id=None if obj.get("id") is None else str(obj["id"]),
+    )
+
+
+def read_jsonl(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
+    """Stream corrections from a JSONL file (one record per line; blank lines skipped)."""
+    path = Path(path)
+    base = path.parent.resolve()
+    name = str(path)
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                c = _emit(partial(_json_line, line, base, name, lineno), on_error, name, lineno)
+                if c is not None:
+                    yield c
+
+
+def _json_line(line: str, base: Path, name: str, lineno: int) -> Correction:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(
+            f"malformed JSON ({err.msg})", path=name, row=lineno, reason="malformed_json"
+        ) from None
+    return _from_json_object(obj, base, path=name, row=lineno)
+
+
+def _open_text(path: Path):
+    try:
+        return path.open(encoding="utf-8")
+    except OSError as err:
+        raise InputError(
+            f"cannot open: {err.strerror or err}", path=str(path), reason="unreadable_file"
+        ) from None
+
+
+def correction_to_json(
+    c: Correction, *, base: Path | None = None, image_dir: Path | None = None, embed_images: bool = False
+) -> dict[str, Any]:
+    """One JSONL object for ``c``.
+
+    Image bytes are embedded as ``image_base64`` when ``embed_images`` is true or no
+    ``image_dir`` is given, else written to ``image_dir`` and referenced by path. Paths
+    are written relative to ``base`` (the JSONL file's folder) when they lie under it.
+    """
+    obj: dict[str, Any] = {"id": c.id}
+    if isinstance(c.image, bytes | bytearray):
+        if embed_images or image_dir is None:
+            obj["image_base64"] = base64.b64encode(bytes(c.image)).decode("ascii")
+        else:
+            image_dir.mkdir(parents=True, exist_ok=True)
+            stem = (
+                c.id if c.id and all(ch.isalnum() or ch in "-_" for ch in c.id) else f"{abs(hash(c.image)):x}"
+            )
+            target = image_dir / f"{stem}{image_extension(bytes(c.image))}"
+            target.write_bytes(bytes(c.image))
+            obj["image"] = _relative(target, base)
+    elif embed_images:
+        obj["image_base64"] = base64.b64encode(Path(c.image).read_bytes()).decode("ascii")
+    else:
+        obj["image"] = _relative(Path(c.image), base)
+    obj.update(question=c.question, original=c.original, corrected=c.corrected, annotator=c.annotator)
+    obj["segments"] = None if c.segments is None else [s.to_dict() for s in c.segments]
+    obj["source"] = c.source
+    return obj
+
+
+def _relative(p: Path, base: Path | None) -> str:
+    if base is None:
+        return str(p)
+    p, base = p.resolve(), base.resolve()
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def write_jsonl(
+    corrections: Iterable[Correction],
+    path: str | os.PathLike,
+    *,
+    image_dir: str | os.PathLike | None = None,
+    embed_images: bool = False,
+) -> int:
+    """Write corrections to JSONL, one at a time; returns the number written.
+
+    Image paths are written relative to the file's folder when possible. Image bytes go
+    into ``image_dir`` (relative to the file's folder unless absolute) as files, or are
+    embedded as base64 when ``embed_images`` or no ``image_dir`` is given.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent
+    img_dir = (
+        None
+        if image_dir is None
+        else (Path(image_dir) if Path(image_dir).is_absolute() else base / image_dir)
+    )
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for c in corrections:
+            obj = correction_to_json(c, base=base, image_dir=img_dir, embed_images=embed_images)
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+# ---- Parquet (all layouts) -------------------------------------------------------------
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise InputError("folder holds no .parquet files", path=str(path), reason="no_parquet_files")
+        return files
+    if not path.exists():
+        raise InputError("no such file", path=str(path), reason="missing_file")
+    return [path]
+
+
+def _parquet_columns(file: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(file).names)
+    except Exception as err:  # pyarrow raises several types for a non-parquet file
+        raise InputError(
+            f"not a readable parquet file ({err})", path=str(file), reason="unreadable_file"
+        ) from None
+
+
+def _require_columns(file: Path, needed: Iterable[str]) -> None:
+    have = set(_parquet_columns(file))
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise InputError(
+            f"missing column(s) {', '.join(missing)} (has: {', '.join(sorted(have))})",
+            path=str(file),
+            field=missing[0],
+            reason="missing_columns",
+        )
+
+
+def _iter_parquet_rows(file: Path, columns: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row_index, row_dict)`` in record batches, so only a batch is in memory."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(file)
+    cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+    row = 0
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
+        for record in batch.to_pylist():
+            yield row, record
+            row += 1
+
+
+def _image_from_cell(cell: Any, image_path: Any, *, base: Path, path: str, row: int) -> str | bytes:
+    """The image of a published-layout row: HF ``{"bytes", "path"}`` struct, raw bytes, or a path."""
+    data = None
+    inner_path = None
+    if isinstance(cell, dict):
+        data, inner_path = cell.get("bytes"), cell.get("path")
+    elif isinstance(cell, bytes | bytearray):
+        data = bytes(cell)
+    elif isinstance(cell, str) and cell:
+        inner_path = cell
+    if data:
+        return bytes(data)
+    for candidate in (inner_path, image_path):
+        if isinstance(candidate, str) and candidate:
+            resolved = _resolve_image_path(candidate, base)
+            if os.path.isfile(resolved):
+                return resolved
+    raise InputError(
+        "no image bytes and no image file found" + (f" (image_path {image_path})" if image_path else ""),
+        path=path,
+        row=row,
+        field="image",
+        reason="missing_image",
+    )
+
+
+def _json_or_value(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _published_source(layout: str, rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "layout": layout,
+        "ds_name": rec.get("ds_name"),
+        "origin_dataset": rec.get("origin_dataset"),
+        "origin_split": _json_or_value(rec.get("origin_split")),
+        "idx": rec.get("idx"),
+        "image_path": rec.get("image_path"),
+    }
+
+
+def _rlhfv_row(rec: dict[str, Any], base: Path, name: str, row: int) -> Correction:
+    raw = rec.get("text")
+    try:
+        text = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as err:
+        raise InputError(
+            f"malformed JSON ({err.msg})", path=name, row=row, field="text", reason="malformed_json"
+        ) from None
+    if not isinstance(text, dict):
+        raise InputError(
+            "text is not a JSON object", path=name, row=row, field="text", reason="malformed_json"
+        )
+    for key in ("question", "chosen", "rejected"):
+        if key not in text:
+            raise InputError(
+                f"text has no {key!r}", path=name, row=row, field=f"text.{key}", reason="missing_field"
+            )
+    return Correction(
+        image=_image_from_cell(rec.get("image"), rec.get("image_path"), base=base, path=name, row=row),
+        question=text["question"],
+        original=text["rejected"],
+        corrected=text["chosen"],
+        source=_published_source("rlhf-v", rec),
+        id=None if rec.get("idx") is None else str(rec["idx"]),
+    )
+
+
+def _rlaifv_row(rec: dict[str, Any], base: Path, name: str, row: int) -> Correction:
+    return Correction(
+        image=_image_from_cell(rec.get("image"), rec.get("image_path"), base=base, path=name, row=row),
+        question=rec["question"],
+        original=rec["rejected"],
+        corrected=rec["chosen"],
+        source=_published_source("rlaif-v", rec),
+        id=None if rec.get("idx") is None else str(rec["idx"]),
+    )
+
+
+def _native_row(rec: dict[str, Any], base: Path, name: str, row: int) -> Correction:
+    source = _json_or_value(rec.get("source")) or {}
+    return Correction(
+        image=_image_from_cell(rec.get("image"), rec.get("image_path"), base=base, path=name, row=row),
+        question=rec["question"],
+        original=rec["original"],
+        corrected=rec["corrected"],
+        annotator=rec.get("annotator"),
+        segments=_segments_from(rec.get("segments"), path=name, row=row),
+        source=source if isinstance(source, dict) else {"value": source},
+        id=rec.get("id"),
+    )
+
+
+def _read_parquet_layout(
+    path: str | os.PathLike, required: tuple[str, ...], convert: Callable[..., Correction], on_error: OnError
+) -> Iterator[Correction]:
+    for file in _parquet_files(Path(path)):
+        _require_columns(file, required)
+        name, base = str(file), file.parent.resolve()
+        for row, rec in _iter_parquet_rows(file):
+            c = _emit(partial(convert, rec, base, name, row), on_error, name, row)
+            if c is not None:
+                yield c
+
+
+def read_rlhfv_dataset(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
+    """Stream the RLHF-V-Dataset layout (``text`` holds question/chosen/rejected as JSON)."""
+    return _read_parquet_layout(path, ("image", "text"), _rlhfv_row, on_error)
+
+
+def read_rlaifv_dataset(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
+    """Stream the RLAIF-V-Dataset layout (one parquet file or a folder of shards)."""
+    return _read_parquet_layout(path, ("image", "question", "chosen", "rejected"), _rlaifv_row, on_error)
+
+
+def read_parquet(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
+    """Stream rlhfv's own parquet layout (columns ``NATIVE_COLUMNS``; one file or a folder)."""
+    return _read_parquet_layout(path, ("image", "question", "original", "corrected"), _native_row, on_error)
+
+
+def _image_bytes_of(c: Correction) -> bytes:
+    return bytes(c.image) if isinstance(c.image, bytes | bytearray) else Path(c.image).read_bytes()
+
+
+def _write_parquet_rows(rows: Iterable[dict[str, Any]], path: Path, schema, row_group_size: int) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    buffer: list[dict[str, Any]] = []
+    with pq.ParquetWriter(path, schema) as writer:
+        for r in rows:
+            buffer.append(r)
+            if len(buffer) >= row_group_size:
+                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                n += len(buffer)
+                buffer = []
+        if buffer or n == 0:
+            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+            n += len(buffer)
+    return n
+
+
+def _hf_image_type():
+    import pyarrow as pa
+
+    # how datasets.Image() is stored in parquet: a struct of bytes and path
+    return pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def write_parquet(
+    corrections: Iterable[Correction], path: str | os.PathLike, *, row_group_size: int = 256
+) -> int:
+    """Write rlhfv's own parquet layout (images embedded as bytes); returns rows written."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("image", pa.binary()),
+            ("question", pa.string()),
+            ("original", pa.string()),
+            ("corrected", pa.string()),
+            ("annotator", pa.string()),
+            ("segments", pa.string()),
+            ("source", pa.string()),
+        ]
+    )
+    rows = (
+        {
+            "id": c.id,
+            "image": _image_bytes_of(c),
+            "question": c.question,
+            "original": c.original,
+            "corrected": c.corrected,
+            "annotator": c.annotator,
+            "segments": None if c.segments is None else json.dumps([s.to_dict() for s in c.segments]),
+            "source": json.dumps(c.source, ensure_ascii=False, default=str),
+        }
+        for c in corrections
+    )
+    return _write_parquet_rows(rows, Path(path), schema, row_group_size)
+
+
+def _published_row(c: Correction, k: int, ds_name: str) -> dict[str, Any]:
+    src = c.source or {}
+    split = src.get("origin_split")
+    idx = src.get("idx")
+    if idx is None:
+        idx = int(c.id) if c.id is not None and str(c.id).isdigit() else k
+    return {
+        "ds_name": src.get("ds_name") or ds_name,
+        "image": {"bytes": _image_bytes_of(c), "path": None},
+        "origin_dataset": src.get("origin_dataset") or "rlhfv",
+        "origin_split": split if isinstance(split, str) or split is None else json.dumps(split),
+        "idx": int(idx),
+        "image_path": src.get("image_path") or (None if isinstance(c.image, bytes) else Path(c.image).name),
+    }
+
+
+def write_rlhfv_dataset(
+    corrections: Iterable[Correction], path: str | os.PathLike, *, row_group_size: int = 256
+) -> int:
+    """Write the RLHF-V-Dataset layout (``text`` = JSON question/chosen/rejected)."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("ds_name", pa.string()),
+            ("image", _hf_image_type()),
+            ("text", pa.string()),
+            ("origin_dataset", pa.string()),
+            ("origin_split", pa.string()),
+            ("idx", pa.int64()),
+            ("image_path", pa.string()),
+        ]
+    )
+    rows = (
+        {
+            **_published_row(c, k, "RLHF-V"),
+            "text": json.dumps(
+                {"question": c.question, "chosen": c.corrected, "rejected": c.original}, ensure_ascii=False
+            ),
+        }
+        for k, c in enumerate(corrections)
+    )
+    return _write_parquet_rows(rows, Path(path), schema, row_group_size)
+
+
+def write_rlaifv_dataset(
+    corrections: Iterable[Correction], path: str | os.PathLike, *, row_group_size: int = 256
+) -> int:
+    """Write the RLAIF-V-Dataset layout (one shard)."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("ds_name", pa.string()),
+            ("image", _hf_image_type()),
+            ("question", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+            ("origin_dataset", pa.string()),
+            ("origin_split", pa.string()),
+            ("idx", pa.int64()),
+            ("image_path", pa.string()),
+        ]
+    )
+    rows = (
+        {
+            **_published_row(c, k, "RLAIF-V"),
+            "question": c.question,
+            "chosen": c.corrected,
+            "rejected": c.original,
+        }
+        for k, c in enumerate(corrections)
+    )
+    return _write_parquet_rows(rows, Path(path), schema, row_group_size)
+
+
+# ---- sniffing --------------------------------------------------------------------------
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """Which of ``FORMATS`` a path holds: by extension, then by parquet columns."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", path=str(p), reason="missing_file")
+    if p.is_file() and p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    files = _parquet_files(p) if p.is_dir() or p.suffix.lower() == ".parquet" else None
+    if files is None:
+        raise InputError(
+            "unknown format: expected .jsonl, .parquet or a folder of .parquet shards",
+            path=str(p),
+            reason="unknown_format",
+        )
+    columns = set(_parquet_columns(files[0]))
+    if "text" in columns and "question" not in columns:
+        return "rlhf-v"
+    if {"chosen", "rejected"} <= columns:
+        return "rlaif-v"
+    if {"original", "corrected"} <= columns:
+        return "parquet"
+    raise InputError(
+        "parquet columns match no known layout (need text, or question+chosen+rejected, or question+original+corrected;"
+        f" has: {', '.join(sorted(columns))})",
+        path=str(files[0]),
+        reason="missing_columns",
+    )
+
+
+READERS: dict[str, Callable[..., Iterator[Correction]]] = {
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "rlhf-v": read_rlhfv_dataset,
+    "rlaif-v": read_rlaifv_dataset,
+}
+
+
+def read_corrections(
+    path: str | os.PathLike, *, format: str | None = None, on_error: OnError = None
+) -> Iterator[Correction]:
+    """Stream corrections from ``path`` in any of ``FORMATS`` (sniffed when ``format`` is None)."""
+    fmt = format or sniff_format(path)
+    if fmt not in READERS:
+        raise InputError(
+            f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}",
+            path=str(path),
+            reason="unknown_format",
+        )
+    return READERS[fmt](path, on_error=on_error)
+
+
+# ---- exports ---------------------------------------------------------------------------
+
+
+def _hf_rows(path: str) -> Iterator[dict[str, Any]]:
+    for c in read_corrections(path):
+        yield {
+            "id": c.id,
+            "image": {"bytes": _image_bytes_of(c), "path": None},
+            "question": c.question,
+            "original": c.original,
+            "corrected": c.corrected,
+            "annotator": c.annotator,
+            "segments": None if c.segments is None else [s.to_dict() for s in c.segments],
+            "source": json.dumps(c.source, ensure_ascii=False, default=str),
+        }
+
+
+def to_hf_dataset(path: str | os.PathLike, *, cache_dir: str | None = None):
+    """The corrections in ``path`` as a ``datasets.Dataset`` (built by a generator, on disk).
+
+    Columns: ``id``, ``image`` (``datasets.Image``), ``question``, ``original``,
+    ``corrected``, ``annotator``, ``segments`` (list of segment structs or null),
+    ``source`` (JSON string).
+    """
+    import datasets
+
+    seg = {
+        "kind": datasets.Value("string"),
+        "original_start": datasets.Value("int64"),
+        "original_end": datasets.Value("int64"),
+        "corrected_start": datasets.Value("int64"),
+        "corrected_end": datasets.Value("int64"),
+        "category": datasets.Value("string"),
+    }
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "original": datasets.Value("string"),
+            "corrected": datasets.Value("string"),
+            "annotator": datasets.Value("string"),
+            "segments": datasets.List(seg),
+            "source": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_generator(
+        _hf_rows, features=features, gen_kwargs={"path": str(Path(path).resolve())}, cache_dir=cache_dir
+    )
+
+
+def trl_record(c: Correction, *, conversational: bool = True) -> dict[str, Any]:
+    """One row of TRL's preference format for ``c`` (image as a PIL image).
+
+    Conversational (default): ``prompt`` is a user turn, ``chosen`` / ``rejected`` are
+    assistant turns (TRL inserts the image placeholder); otherwise plain strings.
+    """
+    image = c.load_image()
+    if conversational:
+        return {
+            "images": [image],
+            "prompt": [{"role": "user", "content": c.question}],
+            "chosen": [{"role": "assistant", "content": c.corrected}],
+            "rejected": [{"role": "assistant", "content": c.original}],
+        }
+    return {"images": [image], "prompt": c.question, "chosen": c.corrected, "rejected": c.original}
+
+
+def _trl_rows(path: str, conversational: bool) -> Iterator[dict[str, Any]]:
+    for c in read_corrections(path):
+        row = trl_record(c, conversational=conversational)
+        row["images"] = [{"bytes": _image_bytes_of(c), "path": None}]
+        yield row
+
+
+def to_trl_dataset(path: str | os.PathLike, *, conversational: bool = True, cache_dir: str | None = None):
+    """The corrections in ``path`` as a ``datasets.Dataset`` in TRL's preference format.
+
+    Columns ``images`` (list of ``datasets.Image``), ``prompt``, ``chosen``, ``rejected``;
+    ready for ``trl.DPOTrainer`` (vanilla DPO, the ``gamma = 1`` baseline).
+    """
+    import datasets
+
+    if conversational:
+        turn = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+        text: Any = {"prompt": turn, "chosen": turn, "rejected": turn}
+    else:
+        text = {k: datasets.Value("string") for k in ("prompt", "chosen", "rejected")}
+    features = datasets.Features({"images": datasets.List(datasets.Image()), **text})
+    return datasets.Dataset.from_generator(
+        _trl_rows,
+        features=features,
+        gen_kwargs={"path": str(Path(path).resolve()), "conversational": conversational},
+        cache_dir=cache_dir,
+    )

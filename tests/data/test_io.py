@@ -1,0 +1,350 @@
+"""Readers and writers: every layout round trip, fixtures written with pyarrow, bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from rlhfv.data.io import (
+    read_corrections,
+    read_jsonl,
+    read_parquet,
+    read_rlaifv_dataset,
+    read_rlhfv_dataset,
+    sniff_format,
+    to_hf_dataset,
+    to_trl_dataset,
+    write_jsonl,
+    write_parquet,
+    write_rlaifv_dataset,
+    write_rlhfv_dataset,
+)
+from rlhfv.data.schema import ChangedSegment, Correction
+from rlhfv.errors import InputError
+
+JPEG = Path(__file__).parents[2] / ".." / "shared" / "data" / "images" / "000122635.jpg"
+HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def _png(colour="red", size=(8, 6)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _records(tmp_path: Path) -> list[Correction]:
+    jpeg = tmp_path / "pics" / "coco.jpg"
+    jpeg.parent.mkdir(exist_ok=True)
+    shutil.copy(JPEG, jpeg)
+    return [
+        Correction(
+            image=str(jpeg.resolve()),
+            question="What is on the grass?",
+            original="Two dogs are on the grass.",
+            corrected="One dog is on the grass.",
+            annotator="ann-1",
+            segments=[ChangedSegment("replace", 0, 12, 0, 10, "number")],
+            source={"model": "tiny", "split": "train"},
+            id="r1",
+        ),
+        Correction(
+            image=_png(),
+            question="Describe the picture.",
+            original="A red square, with a cat.",
+            corrected="A red square.",
+            id="r2",
+        ),
+    ]
+
+
+def _same(a: Correction, b: Correction, *, keep_meta: bool = True) -> None:
+    def img(x):
+        return x.image if isinstance(x.image, bytes) else Path(x.image).read_bytes()
+
+    assert (a.question, a.original, a.corrected, a.id) == (b.question, b.original, b.corrected, b.id)
+    assert img(a) == img(b)
+    if keep_meta:
+        assert (a.annotator, a.segments, a.source) == (b.annotator, b.segments, b.source)
+
+
+# ---- round trips -----------------------------------------------------------------------
+
+
+def test_jsonl_round_trip_with_relative_paths_and_image_files(tmp_path):
+    recs = _records(tmp_path)
+    out = tmp_path / "out" / "c.jsonl"
+    assert write_jsonl(recs, out, image_dir="imgs") == 2
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines[1]["image"] == "imgs/r2.png"  # bytes went to a file next to the JSONL
+    # a path outside the file's folder stays absolute
+    assert lines[0]["image"] == str((tmp_path / "pics" / "coco.jpg").resolve())
+    # move the whole folder: relative paths still resolve against the file
+    moved = tmp_path / "moved"
+    shutil.copytree(out.parent, moved)
+    back = list(read_jsonl(moved / "c.jsonl"))
+    for a, b in zip(recs, back, strict=True):
+        _same(a, b)
+    assert Path(back[1].image).parent == (moved / "imgs").resolve()
+
+
+def test_jsonl_round_trip_with_base64_images(tmp_path):
+    recs = _records(tmp_path)
+    out = tmp_path / "b64.jsonl"
+    write_jsonl(recs, out, embed_images=True)
+    assert all("image_base64" in json.loads(x) for x in out.read_text().splitlines())
+    back = list(read_corrections(out))
+    assert all(isinstance(c.image, bytes) for c in back)
+    for a, b in zip(recs, back, strict=True):
+        _same(a, b)
+
+
+def test_jsonl_accepts_data_uri_and_chosen_rejected_aliases(tmp_path):
+    uri = "data:image/png;base64," + base64.b64encode(_png()).decode()
+    f = tmp_path / "a.jsonl"
+    f.write_text(
+        json.dumps({"image": uri, "question": "q?", "rejected": "a cat", "chosen": "a dog"}) + "\n\n"
+    )
+    (c,) = read_jsonl(f)
+    assert (c.original, c.corrected, c.image) == ("a cat", "a dog", _png())
+
+
+def test_native_parquet_round_trip_in_row_groups(tmp_path):
+    recs = _records(tmp_path) * 3
+    out = tmp_path / "c.parquet"
+    assert write_parquet(recs, out, row_group_size=2) == 6
+    assert pq.ParquetFile(out).num_row_groups == 3
+    assert sniff_format(out) == "parquet"
+    back = list(read_parquet(out))
+    assert len(back) == 6
+    for a, b in zip(recs, back, strict=True):
+        _same(a, b)
+
+
+def test_rlhfv_layout_as_published_is_read(tmp_path):
+    """A fixture written with pyarrow in the RLHF-V-Dataset layout, real JPEG inside."""
+    jpeg = JPEG.read_bytes()
+    table = pa.table(
+        {
+            "ds_name": ["RLHF-V", "RLHF-V"],
+            "image": pa.array([{"bytes": jpeg, "path": None}, {"bytes": None, "path": None}], type=HF_IMAGE),
+            "text": [
+                json.dumps({"question": "What is in the image?", "chosen": "A dog.", "rejected": "A cat."}),
+                json.dumps({"question": "How many?", "chosen": "One.", "rejected": "Two."}),
+            ],
+            "origin_dataset": ["VQAv2", "OKVQA"],
+            "origin_split": [json.dumps({"model": "muffin", "type": "detail"}), json.dumps({"model": "m"})],
+            "idx": pa.array([5, 6], type=pa.int64()),
+            "image_path": ["", "images/000122635.jpg"],
+        }
+    )
+    (tmp_path / "images").mkdir()
+    shutil.copy(JPEG, tmp_path / "images" / "000122635.jpg")  # second row: image by path only
+    f = tmp_path / "RLHF-V-Dataset.parquet"
+    pq.write_table(table, f)
+    assert sniff_format(f) == "rlhf-v"
+    a, b = read_corrections(f)
+    assert (a.question, a.corrected, a.original, a.id) == ("What is in the image?", "A dog.", "A cat.", "5")
+    assert a.image == jpeg and a.load_image().size == (448, 336)
+    assert a.source["origin_split"] == {"model": "muffin", "type": "detail"}
+    assert a.source["origin_dataset"] == "VQAv2" and a.source["layout"] == "rlhf-v"
+    assert Path(b.image) == (tmp_path / "images" / "000122635.jpg").resolve()
+    # and the writer produces the same layout back
+    out = tmp_path / "again.parquet"
+    write_rlhfv_dataset([a, b], out)
+    assert pq.read_schema(out).names == list(table.column_names)
+    for x, y in zip([a, b], read_rlhfv_dataset(out), strict=True):
+        _same(x, y, keep_meta=False)
+        assert x.source["origin_split"] == y.source["origin_split"]
+
+
+def test_rlhfv_layout_with_raw_image_bytes(tmp_path):
+    table = pa.table(
+        {
+            "ds_name": ["RLHF-V"],
+            "image": pa.array([JPEG.read_bytes()], type=pa.binary()),
+            "text": [json.dumps({"question": "q", "chosen": "yes", "rejected": "no"})],
+            "origin_dataset": ["x"],
+            "origin_split": ["{}"],
+            "idx": pa.array([0], type=pa.int64()),
+            "image_path": ["a.jpg"],
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    (c,) = read_rlhfv_dataset(tmp_path / "d.parquet")
+    assert c.image == JPEG.read_bytes()
+
+
+def test_rlaifv_layout_as_published_in_shards(tmp_path):
+    jpeg = JPEG.read_bytes()
+    shards = tmp_path / "RLAIF-V-Dataset"
+    shards.mkdir()
+    for k in range(2):
+        table = pa.table(
+            {
+                "ds_name": ["RLAIF-V"],
+                "image": pa.array([{"bytes": jpeg, "path": f"{k}.jpg"}], type=HF_IMAGE),
+                "question": [f"Question {k}?"],
+                "chosen": [f"good {k}"],
+                "rejected": [f"bad {k}"],
+                "origin_dataset": ["COCO"],
+                "origin_split": ['{"model": "llava"}'],
+                "idx": pa.array([100 + k], type=pa.int64()),
+                "image_path": [f"{k}.jpg"],
+            }
+        )
+        pq.write_table(table, shards / f"RLAIF-V-Dataset_{k:03d}.parquet")
+    assert sniff_format(shards) == "rlaif-v"
+    recs = list(read_corrections(shards))
+    assert [(c.question, c.corrected, c.original, c.id) for c in recs] == [
+        ("Question 0?", "good 0", "bad 0", "100"),
+        ("Question 1?", "good 1", "bad 1", "101"),
+    ]
+    assert recs[0].image == jpeg
+    out = tmp_path / "out.parquet"
+    write_rlaifv_dataset(recs, out)
+    assert pq.read_schema(out).names == list(table.column_names)
+    for x, y in zip(recs, read_rlaifv_dataset(out), strict=True):
+        _same(x, y, keep_meta=False)
+
+
+def test_export_to_hf_dataset_and_trl_format(tmp_path):
+    recs = _records(tmp_path)
+    f = tmp_path / "c.jsonl"
+    write_jsonl(recs, f, embed_images=True)
+    ds = to_hf_dataset(f, cache_dir=str(tmp_path / "cache"))
+    assert ds.num_rows == 2 and ds[0]["corrected"] == recs[0].corrected
+    assert ds[0]["image"].size == (448, 336)
+    assert ds[0]["segments"][0]["category"] == "number" and ds[1]["segments"] is None
+    assert json.loads(ds[0]["source"]) == recs[0].source
+    trl = to_trl_dataset(f, cache_dir=str(tmp_path / "cache"))
+    row = trl[1]
+    assert set(trl.column_names) == {"images", "prompt", "chosen", "rejected"}
+    assert row["prompt"] == [{"role": "user", "content": "Describe the picture."}]
+    assert row["chosen"] == [{"role": "assistant", "content": "A red square."}]
+    assert row["rejected"] == [{"role": "assistant", "content": "A red square, with a cat."}]
+    assert row["images"][0].size == (8, 6)
+    from trl.data_utils import is_conversational
+
+    assert is_conversational(row)
+    plain = to_trl_dataset(f, conversational=False, cache_dir=str(tmp_path / "cache"))
+    assert plain[0]["chosen"] == recs[0].corrected
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(
+    lambda s: s.strip()
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(_text, _text, _text), min_size=1, max_size=5))
+def test_any_text_survives_every_writer(triples):
+    import tempfile
+
+    img = _png()
+    recs = [
+        Correction(image=img, question=q, original=o, corrected=c + "!" if c == o else c, id=str(k))
+        for k, (q, o, c) in enumerate(triples)
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        for writer, reader, name in (
+            (lambda r, p: write_jsonl(r, p, embed_images=True), read_jsonl, "a.jsonl"),
+            (write_parquet, read_parquet, "a.parquet"),
+            (write_rlhfv_dataset, read_rlhfv_dataset, "b.parquet"),
+            (write_rlaifv_dataset, read_rlaifv_dataset, "c.parquet"),
+        ):
+            writer(recs, d / name)
+            back = list(reader(d / name))
+            assert [(c.question, c.original, c.corrected, c.image) for c in back] == [
+                (c.question, c.original, c.corrected, c.image) for c in recs
+            ]
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+def _jsonl(tmp_path, *objs_or_lines) -> Path:
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in objs_or_lines) + "\n")
+    return f
+
+
+GOOD = {"image": str(JPEG.resolve()), "question": "q", "original": "a cat", "corrected": "a dog"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "reason"),
+    [
+        ({**GOOD, "image": "nope/missing.jpg"}, "image", "missing_image"),
+        ({**GOOD, "corrected": ""}, "corrected", "empty_answer"),
+        ({**GOOD, "original": 42}, "original", "not_a_string"),
+        ({**GOOD, "corrected": "a cat"}, "corrected", "identical_answers"),
+        ({k: v for k, v in GOOD.items() if k != "question"}, "question", "missing_field"),
+        ({**GOOD, "image": None, "image_base64": "%%%"}, "image_base64", "unreadable_image"),
+        ('{"image": "x", "question": ', None, "malformed_json"),
+    ],
+)
+def test_bad_jsonl_rows_name_file_row_and_field(tmp_path, bad, field, reason):
+    f = _jsonl(tmp_path, GOOD, bad)
+    with pytest.raises(InputError) as info:
+        list(read_jsonl(f))
+    err = info.value
+    assert (err.path, err.row, err.field, err.reason) == (str(f), 2, field, reason)
+    assert str(err).startswith(f"{f}: row 2")
+
+
+def test_on_error_skips_bad_rows_and_keeps_going(tmp_path):
+    f = _jsonl(tmp_path, {**GOOD, "corrected": ""}, "{not json", GOOD, {**GOOD, "corrected": "a cat"})
+    errors: list[InputError] = []
+    good = list(read_jsonl(f, on_error=errors.append))
+    assert len(good) == 1
+    assert [(e.row, e.reason) for e in errors] == [
+        (1, "empty_answer"),
+        (2, "malformed_json"),
+        (4, "identical_answers"),
+    ]
+
+
+def test_parquet_without_expected_columns(tmp_path):
+    f = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), f)
+    with pytest.raises(InputError, match="columns match no known layout") as info:
+        list(read_corrections(f))
+    assert info.value.reason == "missing_columns"
+    with pytest.raises(InputError, match=r"missing column\(s\) image, text") as info:
+        list(read_rlhfv_dataset(f))
+    assert info.value.field == "image"
+
+
+def test_parquet_row_with_no_image_anywhere(tmp_path):
+    table = pa.table(
+        {
+            "image": pa.array([{"bytes": None, "path": None}], type=HF_IMAGE),
+            "question": ["q"],
+            "chosen": ["a"],
+            "rejected": ["b"],
+            "image_path": ["gone.jpg"],
+        }
+    )
+    pq.write_table(table, tmp_path / "s.parquet")
+    with pytest.raises(InputError, match="no image bytes") as info:
+        list(read_rlaifv_dataset(tmp_path / "s.parquet"))
+    assert (info.value.row, info.value.field, info.value.reason) == (0, "image", "missing_image")
+
+
+def test_unknown_and_missing_paths(tmp_path):
+    (tmp_path / "a.csv").write_text("x")
+    with pytest.raises(InputError, match="unknown format"):
+        sniff_format(tmp_path / "a.csv")
+    with pytest.raises(InputError, match="no such file"):
+        sniff_format(tmp_path / "nope.jsonl")
