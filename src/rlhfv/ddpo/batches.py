@@ -47,7 +47,14 @@ def _encode(image) -> bytes:
 
 
 def processor_crops(image_processor: Any) -> bool:
-    """Whether the image processor centre-crops (and so can cut off content)."""
+    """Whether the image processor centre-crops a fixed-size view (and so can cut off content).
+
+    Any-resolution processors (LLaVA-NeXT's ``image_grid_pinpoints``) keep the whole image
+    by their own padding, and their image-token count depends on the image size, so they
+    are left alone.
+    """
+    if getattr(image_processor, "image_grid_pinpoints", None):
+        return False
     return bool(getattr(image_processor, "do_center_crop", False))
 
 

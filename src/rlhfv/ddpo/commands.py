@@ -1,9 +1,138 @@
-"""`rlhfv` subcommands of rlhfv.ddpo (placeholder until implemented)."""
+"""`rlhfv train` (Dense DPO) and `rlhfv sft` (supervised fine-tuning on the chosen answers).
+
+Both load the model with ``AutoModelForImageTextToText`` and ``AutoProcessor`` (a local
+directory and a hub id take the same path), resolve the config (preset <- ``--config``
+YAML <- ``--set key=value`` <- dedicated flags) and call ``rlhfv.ddpo.trainer``. Run them
+under ``accelerate launch`` or ``torchrun`` for several GPUs.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this subpackage's subcommands (none yet)."""
+    """Add ``train`` and ``sft``."""
+    for name, help_text in (
+        ("train", "Dense DPO (DDPO) training on prepared preference data"),
+        ("sft", "supervised fine-tuning on the chosen (corrected) answers: the paper's first stage"),
+    ):
+        parser = subparsers.add_parser(name, help=help_text, description=help_text + ".")
+        _add_arguments(parser)
+        parser.set_defaults(func=_run, objective="ddpo" if name == "train" else "sft")
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model directory or Hugging Face hub id (image-text-to-text)")
+    parser.add_argument("--data", help="prepared data directory (`rlhfv data prepare`)")
+    parser.add_argument("--output", help="output directory (checkpoints, metrics.jsonl, final model)")
+    parser.add_argument("--config", help="training YAML (see configs/paper.yaml, configs/reference.yaml)")
+    parser.add_argument(
+        "--preset", choices=("paper", "reference"), help="start from this preset (default paper)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field (repeatable), e.g. --set beta=0.1 --set mixed_precision=no",
+    )
+    parser.add_argument("--max-steps", type=int, help="stop after N optimiser steps")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all parameters")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        help="resume from a checkpoint folder, or the latest in --output",
+    )
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="weights dtype when loading (default float32)"
+    )
+    parser.add_argument("--reference-cache", help="folder for reference_logps/ (default: the --data folder)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--help-config", action="store_true", help="list every config field with its default and exit"
+    )
+
+
+def config_help() -> str:
+    from rlhfv.ddpo.config import PRESETS, TrainConfig
+
+    default = TrainConfig()
+    lines = ["Config fields (YAML keys and --set KEY=VALUE); defaults are the paper's:"]
+    for f in fields(TrainConfig):
+        lines.append(f"  {f.name} = {getattr(default, f.name)!r}\n      {f.metadata['help']}")
+    lines.append("Presets: " + "; ".join(f"{k}: {v or 'the defaults'}" for k, v in PRESETS.items()))
+    return "\n".join(lines)
+
+
+def _resolve_config(args: argparse.Namespace):
+    from rlhfv.ddpo.config import load_config, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    if args.lora:
+        overrides["lora"] = True
+    return load_config(args.config, overrides, preset=args.preset)
+
+
+def load_model(name: str, dtype: str = "float32"):
+    """``(model, processor)`` through the Auto classes; a missing path or id is an InputError."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from rlhfv.errors import InputError
+
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    try:
+        processor = AutoProcessor.from_pretrained(name)
+        model = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype)
+    except (OSError, ValueError) as err:
+        where = "directory" if Path(name).exists() else "model id or directory"
+        raise InputError(
+            f"cannot load {where} as an image-text-to-text model: {err}", path=name, field="--model"
+        ) from None
+    return model, processor
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlhfv.errors import InputError
+
+    if args.help_config:
+        print(config_help())
+        return 0
+    for flag in ("model", "data", "output"):
+        if not getattr(args, flag):
+            raise InputError(f"--{flag} is required", field=f"--{flag}")
+    if not Path(args.data).is_dir():
+        raise InputError("prepared data directory not found", path=args.data, field="--data")
+    config = _resolve_config(args)
+    from rlhfv.ddpo.trainer import Trainer
+
+    model, processor = load_model(args.model, args.dtype)
+    result = Trainer(
+        config,
+        model,
+        processor,
+        args.data,
+        args.output,
+        objective=args.objective,
+        reference_cache=args.reference_cache,
+        resume_from=args.resume,
+        progress=not args.no_progress,
+    ).train()
+    last = result.history[-1] if result.history else {}
+    summary = ", ".join(
+        f"{k} {v:.4g}" for k, v in last.items() if k in ("loss", "rewards/margins", "rewards/accuracies")
+    )
+    print(f"trained {result.global_step} steps ({summary}); model saved in {result.output_dir}")
+    return 0

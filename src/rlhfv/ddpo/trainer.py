@@ -1,0 +1,653 @@
+"""DDPO and SFT training on accelerate: one loop for both stages.
+
+Python API (the CLI ``rlhfv train`` / ``rlhfv sft`` is a thin shell over it)::
+
+    from rlhfv.ddpo.config import TrainConfig
+    from rlhfv.ddpo.trainer import train_ddpo, train_sft
+
+    config = TrainConfig(max_steps=100, mixed_precision="no")          # paper defaults otherwise
+    sft = train_sft(config, model, processor, "data/prepared", output_dir="runs/sft")
+    result = train_ddpo(config, sft.model, processor, "data/prepared", output_dir="runs/ddpo")
+    result.model            # the trained model (unwrapped; a PeftModel under LoRA)
+    result.history          # one dict per logged step (as in runs/ddpo/metrics.jsonl)
+
+``prepared`` is a prepared-data directory (``rlhfv data prepare``), or a
+``(dataset, metadata)`` pair as ``rlhfv.data.load_prepared`` returns it. ``model`` and
+``processor`` are any image-text-to-text model and its processor (the CLI loads them with
+``AutoModelForImageTextToText`` / ``AutoProcessor``). Vanilla DPO is
+``TrainConfig(gamma=1.0)``; the released script's settings are
+``TrainConfig.from_preset("reference")``.
+
+What a run writes to ``output_dir``:
+
+* ``train_config.yaml``: the resolved config;
+* ``metrics.jsonl``: one JSON object per logged step (``loss``, ``rewards/*``, ``logps/*``,
+  ``lr``, ``grad_norm``, ``tokens_per_second``, ``step``, ``epoch``); also sent to the
+  accelerate trackers (TensorBoard under ``output_dir/tb`` by default);
+* ``checkpoint-N/`` every ``save_steps``: the model in Hugging Face format
+  (``save_pretrained``: full weights, or the LoRA adapter) + the processor, loadable by
+  plain transformers / peft, and ``training_state/`` (optimizer, scheduler, RNG) for
+  ``resume_from``;
+* the final model + processor in ``output_dir`` itself.
+
+Resuming (``resume_from="latest"`` or a checkpoint path) restores model, optimizer,
+scheduler and RNG states, and the data position follows from the step (see
+``rlhfv.ddpo.batches``), so an interrupted and resumed run ends with the weights of an
+uninterrupted one. A NaN or infinite loss stops the run with an ``InputError`` naming
+the step and the last good checkpoint (nothing is overwritten).
+
+Runs as one process, or under ``accelerate launch`` / ``torchrun`` (DDP, FSDP, DeepSpeed:
+``configs/accelerate/``): N processes with per-device batch b see the same global batches
+as one process with batch N*b.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfv.ddpo.batches import (
+    PreparedPairs,
+    epoch_order,
+    image_transform,
+    process_indices,
+    to_device,
+)
+from rlhfv.ddpo.config import TrainConfig
+from rlhfv.ddpo.objectives import OBJECTIVES
+from rlhfv.ddpo.reference import (
+    AdapterDisabledReference,
+    ModelReference,
+    PrecomputedReference,
+    cache_path,
+    compute_answer_logps,
+    fingerprint_model,
+    read_reference_cache,
+    reference_fingerprint,
+    write_reference_cache,
+)
+from rlhfv.errors import InputError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_DIRNAME = "training_state"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+# Parameter-name components that place a parameter in the vision tower or the projector
+# (checked projector first: Qwen2-VL's merger sits inside `visual`).
+PROJECTOR_PARTS = frozenset(
+    {"multi_modal_projector", "connector", "merger", "mm_projector", "resampler", "image_newline"}
+)
+VISION_PARTS = frozenset({"vision_tower", "visual", "vision_model", "vision_encoder", "image_encoder", "vpm"})
+LANGUAGE_PARTS = frozenset({"language_model", "text_model"})
+# Linear layers LoRA adapts in the language model (Llama/Qwen/Mistral/SmolLM naming).
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainState:
+    """Where a run is; passed to callbacks after every optimiser step."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run returns."""
+
+    output_dir: Path
+    global_step: int
+    model: torch.nn.Module
+    history: list[dict[str, float]]
+    checkpoints: list[Path]
+
+
+Callback = Callable[[TrainState], "bool | None"]
+
+
+# ------------------------------------------------------------------ public entry points
+
+
+def train_ddpo(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    processor: Any,
+    prepared: str | Path | tuple[Any, Mapping[str, Any]],
+    output_dir: str | Path,
+    **kwargs: Any,
+) -> TrainResult:
+    """Dense DPO training; see the module docstring and ``Trainer`` for ``kwargs``."""
+    return Trainer(config, model, processor, prepared, output_dir, objective="ddpo", **kwargs).train()
+
+
+def train_sft(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    processor: Any,
+    prepared: str | Path | tuple[Any, Mapping[str, Any]],
+    output_dir: str | Path,
+    **kwargs: Any,
+) -> TrainResult:
+    """Supervised fine-tuning on the chosen answers (the paper's first stage); same machinery."""
+    return Trainer(config, model, processor, prepared, output_dir, objective="sft", **kwargs).train()
+
+
+# ------------------------------------------------------------------ model preparation
+
+
+def parameter_group(name: str) -> str:
+    """``"vision"``, ``"projector"`` or ``"language"`` for a parameter or module name."""
+    parts = set(name.split("."))
+    if parts & PROJECTOR_PARTS:
+        return "projector"
+    if parts & VISION_PARTS:
+        return "vision"
+    return "language"
+
+
+def freeze_parts(model: torch.nn.Module, vision: bool, projector: bool) -> int:
+    """Set ``requires_grad=False`` on the vision tower and/or projector; returns how many tensors were frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        group = parameter_group(name)
+        if (vision and group == "vision") or (projector and group == "projector"):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def lora_target_regex(model: torch.nn.Module) -> str:
+    """A peft ``target_modules`` regex: the language model's attention and MLP projections."""
+    prefixes: set[str] = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.rsplit(".", 1)[-1] not in LORA_PROJECTIONS:
+            continue
+        if parameter_group(name) != "language":
+            continue
+        parts = name.split(".")
+        cut = next((i for i, p in enumerate(parts) if p in LANGUAGE_PARTS), None)
+        prefixes.add(".".join(parts[: cut + 1]) if cut is not None else "")
+    if not prefixes:
+        raise InputError(
+            f"no language-model projection among {LORA_PROJECTIONS} found; set lora_target_modules",
+            field="lora_target_modules",
+            reason="bad_config",
+        )
+    alternatives = "|".join(re.escape(p) + r"\." if p else "" for p in sorted(prefixes))
+    return rf"^(?:{alternatives}).*\.(?:{'|'.join(LORA_PROJECTIONS)})$"
+
+
+def apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters (peft); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = config.lora_target_modules or lora_target_regex(model)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def prepare_model(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """Freezing, LoRA and gradient checkpointing as the config asks."""
+    if config.lora:
+        model = apply_lora(model, config)
+    freeze_parts(model, config.freeze_vision_tower, config.freeze_projector)
+    if config.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if getattr(base, "config", None) is not None:
+            base.config.use_cache = False
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError("nothing left to train: every parameter is frozen", field="freeze_vision_tower")
+    return model
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_prepared_data(prepared: str | Path | tuple[Any, Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """``(dataset, metadata)`` from a prepared directory or an already loaded pair."""
+    if isinstance(prepared, tuple):
+        dataset, metadata = prepared
+        return dataset, dict(metadata or {})
+    from rlhfv.data import load_prepared
+
+    return load_prepared(prepared)
+
+
+def data_fingerprint(dataset: Any, metadata: Mapping[str, Any]) -> str:
+    return str(metadata.get("fingerprint") or getattr(dataset, "_fingerprint", None) or len(dataset))
+
+
+# ------------------------------------------------------------------ the trainer
+
+
+class Trainer:
+    """One training run. Arguments beyond the entry points':
+
+    * ``objective``: ``"ddpo"`` or ``"sft"`` (``rlhfv.ddpo.objectives.OBJECTIVES``);
+    * ``ref_model``: the frozen reference for ``reference: model`` (default: a copy of ``model``);
+    * ``reference_cache``: where ``reference_logps/`` goes (default: the prepared directory,
+      or ``output_dir`` when the data was passed in memory);
+    * ``resume_from``: ``"latest"`` or a ``checkpoint-N`` directory;
+    * ``callbacks``: called with a ``TrainState`` after each optimiser step; returning True
+      ends the run early (the final model is still saved);
+    * ``progress``: show tqdm bars (main process only).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: torch.nn.Module,
+        processor: Any,
+        prepared: str | Path | tuple[Any, Mapping[str, Any]],
+        output_dir: str | Path,
+        *,
+        objective: str = "ddpo",
+        ref_model: torch.nn.Module | None = None,
+        reference_cache: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+        self.config = config
+        self.model = model
+        self.processor = processor
+        self.objective_name = objective
+        self.output_dir = Path(output_dir)
+        self.dataset, self.metadata = load_prepared_data(prepared)
+        if reference_cache is None:
+            reference_cache = prepared if isinstance(prepared, str | Path) else self.output_dir
+        self.reference_cache = Path(reference_cache)
+        self.ref_model = ref_model
+        self.resume_from = resume_from
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.history: list[dict[str, float]] = []
+        self.checkpoints: list[Path] = []
+
+    # -- setup ------------------------------------------------------------------------
+
+    def _make_accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        trackers = list(self.config.report_to)
+        if "wandb" in trackers:
+            try:
+                import wandb  # noqa: F401
+            except ImportError:
+                raise InputError(
+                    "report_to wandb needs the wandb package (pip install 'rlhfv[wandb]')", field="report_to"
+                ) from None
+        return Accelerator(
+            mixed_precision=self.config.mixed_precision,
+            gradient_accumulation_steps=self.config.gradient_accumulation_steps,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tb")
+            ),
+            step_scheduler_with_optimizer=False,
+        )
+
+    def _collator(self):
+        from rlhfv.data.collator import PreferenceCollator
+
+        return PreferenceCollator(self.processor, gamma=self.config.gamma)
+
+    def _pairs(self, pipeline: str) -> PreparedPairs:
+        transform = image_transform(pipeline, self.processor.image_processor)
+        return PreparedPairs(self.dataset, transform, seed=self.config.seed)
+
+    def _reference_source(self, accelerator, model: torch.nn.Module):
+        if self.objective_name != "ddpo":
+            return None
+        kind = self.config.reference
+        if kind == "adapters_disabled":
+            return AdapterDisabledReference(self.config.forward)
+        if kind == "model":
+            ref = self.ref_model if self.ref_model is not None else copy.deepcopy(model)
+            return ModelReference(ref.to(accelerator.device), self.config.forward)
+        return PrecomputedReference(self._precomputed_table(accelerator, model))
+
+    def _precomputed_table(self, accelerator, model: torch.nn.Module):
+        """Load the reference cache for (model, data, settings), computing it first if absent."""
+        from accelerate.utils import broadcast_object_list, gather_object
+        from torch.utils.data import DataLoader, Subset
+
+        ref_model = self.ref_model if self.ref_model is not None else model
+        # the reference sees the deterministic pipeline: augmentation is a training-time thing
+        pipeline = "pad" if self.config.image_pipeline == "random_crop" else self.config.image_pipeline
+        key = [None]
+        if accelerator.is_main_process:
+            key[0] = reference_fingerprint(
+                fingerprint_model(ref_model),
+                data_fingerprint(self.dataset, self.metadata),
+                image_pipeline=pipeline,
+                mixed_precision=self.config.mixed_precision,
+                forward=self.config.forward,
+            )
+        broadcast_object_list(key, from_process=0)
+        path = cache_path(self.reference_cache, key[0])
+        table = read_reference_cache(path)
+        if table is not None:
+            return table
+        ref_model.to(accelerator.device)
+        mine = list(range(accelerator.process_index, len(self.dataset), accelerator.num_processes))
+        loader = DataLoader(
+            Subset(self._pairs(pipeline), mine),
+            batch_size=self.config.reference_batch_size,
+            collate_fn=self._collator(),
+            num_workers=self.config.dataloader_num_workers,
+        )
+        values = compute_answer_logps(
+            ref_model,
+            loader,
+            device=accelerator.device,
+            autocast=accelerator.autocast,
+            forward=self.config.forward,
+            progress=self.progress and accelerator.is_local_main_process,
+            total=len(loader),
+        )
+        gathered = gather_object([values]) if accelerator.num_processes > 1 else [values]
+        if accelerator.is_main_process:
+            merged = {k: v for part in gathered for k, v in part.items()}
+            info = {"fingerprint": key[0], "pairs": len(self.dataset), "model": _model_name(ref_model)}
+            write_reference_cache(path, merged, len(self.dataset), info)
+        accelerator.wait_for_everyone()
+        return read_reference_cache(path)
+
+    def _optimizer_and_schedule(self, model: torch.nn.Module, total_steps: int):
+        from transformers import get_scheduler
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=self.config.learning_rate,
+            betas=(self.config.adam_beta1, self.config.adam_beta2),
+            eps=self.config.adam_epsilon,
+            weight_decay=self.config.weight_decay,
+        )
+        name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[
+            self.config.lr_scheduler
+        ]
+        warmup = math.ceil(self.config.warmup_ratio * total_steps)
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+        return optimizer, scheduler
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _resume_dir(self) -> Path | None:
+        if self.resume_from is None:
+            return None
+        if str(self.resume_from) == "latest":
+            found = sorted(_checkpoint_dirs(self.output_dir), key=_checkpoint_step)
+            if not found:
+                raise InputError(
+                    "no checkpoint-N folder to resume from", path=str(self.output_dir), field="resume_from"
+                )
+            return found[-1]
+        path = Path(self.resume_from)
+        if not (path / STATE_DIRNAME).is_dir():
+            raise InputError(
+                "not a checkpoint folder (no training_state/)", path=str(path), field="resume_from"
+            )
+        return path
+
+    def _save_model(self, accelerator, model, directory: Path) -> None:
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            directory.mkdir(parents=True, exist_ok=True)
+            accelerator.unwrap_model(model).save_pretrained(
+                directory, state_dict=state_dict, safe_serialization=True
+            )
+            self.processor.save_pretrained(directory)
+
+    def _save_checkpoint(self, accelerator, model, step: int, epoch: int) -> Path:
+        directory = self.output_dir / f"{CHECKPOINT_PREFIX}{step}"
+        self._save_model(accelerator, model, directory)
+        accelerator.save_state(str(directory / STATE_DIRNAME))
+        if accelerator.is_main_process:
+            (directory / TRAINER_STATE_FILE).write_text(json.dumps({"global_step": step, "epoch": epoch}))
+            self.checkpoints.append(directory)
+            limit = self.config.save_total_limit
+            if limit is not None:
+                for old in sorted(_checkpoint_dirs(self.output_dir), key=_checkpoint_step)[:-limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return directory
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _batches(self, pairs: PreparedPairs, collator, accelerator, first_step: int, steps_per_epoch: int):
+        """Micro-batches for this process from optimiser step ``first_step`` on, epoch after epoch."""
+        from torch.utils.data import DataLoader, Subset
+
+        b = self.config.per_device_batch_size
+        accum = self.config.gradient_accumulation_steps
+        epoch, in_epoch = divmod(first_step, steps_per_epoch)
+        while True:
+            order = epoch_order(len(pairs), epoch, self.config.seed, self.config.shuffle)
+            mine = process_indices(
+                order, in_epoch * accum, b, accelerator.num_processes, accelerator.process_index
+            )
+            mine = mine[: (steps_per_epoch - in_epoch) * accum * b]
+            pairs.epoch = epoch
+            loader = DataLoader(
+                Subset(pairs, mine),
+                batch_size=b,
+                shuffle=False,
+                collate_fn=collator,
+                num_workers=self.config.dataloader_num_workers,
+            )
+            for batch in loader:
+                yield epoch, to_device(batch, accelerator.device)
+            epoch, in_epoch = epoch + 1, 0
+
+    def train(self) -> TrainResult:
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        config = self.config
+        accelerator = self._make_accelerator()
+        set_seed(config.seed)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.is_main_process:
+            config.save(self.output_dir / "train_config.yaml")
+
+        n_pairs = len(self.dataset)
+        global_micro = config.per_device_batch_size * accelerator.num_processes
+        steps_per_epoch = n_pairs // global_micro // config.gradient_accumulation_steps
+        if steps_per_epoch == 0:
+            raise InputError(
+                f"{n_pairs} pairs are fewer than one global batch of "
+                f"{global_micro * config.gradient_accumulation_steps} "
+                "(per_device_batch_size x processes x gradient_accumulation_steps)",
+                field="per_device_batch_size",
+                reason="too_little_data",
+            )
+        total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+
+        model = self.model
+        model.train()
+        reference = (
+            self._reference_source(accelerator, model) if config.reference != "adapters_disabled" else None
+        )
+        model = prepare_model(model, config)
+        if config.reference == "adapters_disabled":
+            reference = self._reference_source(accelerator, model)
+        objective = OBJECTIVES[self.objective_name](config, reference)
+        optimizer, scheduler = self._optimizer_and_schedule(model, total_steps)
+        if accelerator.state.deepspeed_plugin is not None:
+            accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+                config.per_device_batch_size
+            )
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        model.train()
+        if accelerator.is_main_process and config.report_to:
+            accelerator.init_trackers("rlhfv", config=_flat_config(config))
+
+        step = 0
+        resume_dir = self._resume_dir()
+        if resume_dir is not None:
+            accelerator.load_state(str(resume_dir / STATE_DIRNAME))
+            step = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())["global_step"]
+
+        collator = self._collator()
+        pairs = self._pairs(config.image_pipeline)
+        batches = self._batches(pairs, collator, accelerator, step, steps_per_epoch)
+        metrics_file = self.output_dir / "metrics.jsonl"
+        bar = tqdm(
+            total=total_steps,
+            initial=step,
+            desc=self.objective_name,
+            disable=not (self.progress and accelerator.is_local_main_process),
+            unit="step",
+        )
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        tokens = torch.zeros((), device=accelerator.device)
+        tick = time.perf_counter()
+        epoch = step // steps_per_epoch
+        last_checkpoint = _latest_checkpoint(self.output_dir)
+        stop = False
+        while step < total_steps and not stop:
+            grad_norm, lr = None, float("nan")
+            for micro in range(config.gradient_accumulation_steps):
+                epoch, batch = next(batches)
+                with accelerator.accumulate(model):
+                    loss, metrics = objective(model, batch)
+                    _check_finite(accelerator, loss, step + 1, micro, last_checkpoint)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        if config.max_grad_norm is not None:
+                            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        lr = float(scheduler.get_last_lr()[0])  # the rate this update uses
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0) + value.detach().float()
+                count += 1
+                tokens += batch["attention_mask"].sum()
+            step += 1
+            bar.update(1)
+            logged: dict[str, float] = {}
+            if step % config.logging_steps == 0 or step == total_steps:
+                logged = self._log(accelerator, sums, count, tokens, tick, lr, grad_norm, step, epoch)
+                bar.set_postfix(
+                    {k: f"{v:.4g}" for k, v in logged.items() if k in ("loss", "rewards/margins", "lr")}
+                )
+                if accelerator.is_main_process:
+                    with metrics_file.open("a") as fh:
+                        fh.write(json.dumps(logged) + "\n")
+                sums, count, tick = {}, 0, time.perf_counter()
+                tokens = torch.zeros((), device=accelerator.device)
+            if step % config.save_steps == 0 and step < total_steps:
+                last_checkpoint = self._save_checkpoint(accelerator, model, step, epoch)
+            state = TrainState(step=step, total_steps=total_steps, epoch=epoch, metrics=logged)
+            stop = any(bool(cb(state)) for cb in self.callbacks)
+        bar.close()
+        self._save_model(accelerator, model, self.output_dir)
+        accelerator.wait_for_everyone()
+        if config.report_to:
+            accelerator.end_training()
+        return TrainResult(
+            output_dir=self.output_dir,
+            global_step=step,
+            model=accelerator.unwrap_model(model),
+            history=self.history,
+            checkpoints=list(self.checkpoints),
+        )
+
+    def _log(self, accelerator, sums, count, tokens, tick, lr, grad_norm, step, epoch) -> dict[str, float]:
+        keys = sorted(sums)
+        local = torch.stack([sums[k] / max(count, 1) for k in keys]).to(accelerator.device)
+        averaged = accelerator.reduce(local, reduction="mean") if accelerator.num_processes > 1 else local
+        total_tokens = (
+            accelerator.reduce(tokens.float(), reduction="sum") if accelerator.num_processes > 1 else tokens
+        )
+        elapsed = max(time.perf_counter() - tick, 1e-9)
+        logged = {k: float(v) for k, v in zip(keys, averaged.tolist(), strict=True)}
+        logged["lr"] = lr
+        logged["tokens_per_second"] = float(total_tokens) / elapsed
+        if grad_norm is not None:
+            logged["grad_norm"] = float(grad_norm)
+        logged["epoch"] = epoch
+        logged["step"] = step
+        self.history.append(logged)
+        accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=step)
+        return logged
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _check_finite(
+    accelerator, loss: torch.Tensor, step: int, micro: int, last_checkpoint: Path | None
+) -> None:
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:
+        finite = accelerator.gather(finite).min().reshape(1)
+    if finite.item() < 1:
+        where = (
+            f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint was saved yet"
+        )
+        raise InputError(
+            f"loss is {loss.item()} at step {step} (micro-batch {micro}); training stopped before the update, {where}. "
+            "Try a lower learning_rate, mixed_precision bf16 instead of fp16, or max_grad_norm",
+            field="loss",
+            reason="non_finite_loss",
+        )
+
+
+def _checkpoint_dirs(output_dir: Path) -> list[Path]:
+    if not output_dir.is_dir():
+        return []
+    return [
+        p
+        for p in output_dir.iterdir()
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted(_checkpoint_dirs(output_dir), key=_checkpoint_step)
+    return found[-1] if found else None
+
+
+def _model_name(model: torch.nn.Module) -> str:
+    config = getattr(model, "config", None)
+    return str(
+        getattr(config, "_name_or_path", "") or getattr(config, "model_type", "") or type(model).__name__
+    )
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    """Tracker-friendly hyper-parameters (TensorBoard takes scalars and strings only)."""
+    return {
+        k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in config.to_dict().items()
+    }
