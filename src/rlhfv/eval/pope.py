@@ -1,0 +1,290 @@
+"""POPE (Li et al. 2023): "Is there a <object> in the image?" yes/no probing.
+
+Question sets are built from instance annotations with a seed. For each sampled image,
+``per_image`` ground-truth objects give "yes" questions and as many absent objects give
+"no" questions, chosen by the split:
+
+- ``random``: uniformly among the classes absent from the image;
+- ``popular``: the absent classes present in the most images of the annotation set;
+- ``adversarial``: the absent classes that co-occur most often with the image's objects.
+
+Scores use "yes" as the positive class: accuracy, precision, recall, F1 and the yes-ratio.
+Free-form answers are parsed to yes/no; an answer that says neither is counted
+(``unparsed_answer``) and left out of the metrics rather than guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from rlhfv.errors import InputError
+from rlhfv.eval.chair import normalize_image_id
+from rlhfv.eval.metrics import BinaryRecord, Metric, binary_metrics, compute_metrics, json_safe
+from rlhfv.eval.objects import SynonymTable
+from rlhfv.eval.problems import Problems, iter_jsonl, read_json
+
+SPLITS = ("random", "popular", "adversarial")
+POPE_METRICS: tuple[Metric[BinaryRecord], ...] = binary_metrics("yes")
+
+
+@dataclass(frozen=True)
+class ImageObjects:
+    image_id: str
+    image: str  # file name
+    objects: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PopeQuestion:
+    question_id: int
+    image_id: str
+    image: str
+    text: str
+    label: str  # "yes" | "no"
+    object: str
+    split: str
+
+
+def load_object_annotations(
+    paths: Sequence[str | Path], *, synonyms: str | Path | None = None
+) -> dict[str, ImageObjects]:
+    """Instance categories per image from JSONL (``id``, ``image``, ``instances``) or a
+    COCO instances file (``images`` with ``file_name``, ``annotations``, ``categories``)."""
+    table = SynonymTable.coco() if synonyms is None else SynonymTable.from_file(synonyms)
+
+    def canonical(name: str, path: str) -> str:
+        cls = table.canonical(name)
+        if cls is None:
+            raise InputError(f"category {name!r} is not in the synonym table", path=path)
+        return cls
+
+    out: dict[str, tuple[str, set[str]]] = {}
+    for path in map(str, paths):
+        if path.endswith(".jsonl"):
+            problems = Problems()
+            for row, obj in iter_jsonl(path, problems):
+                image_id = obj.get("image_id", obj.get("id"))
+                if image_id is None:
+                    raise InputError("no id or image_id", path=path, row=row, field="id")
+                names = [i["category"] if isinstance(i, dict) else i for i in obj.get("instances") or []]
+                key = normalize_image_id(image_id)
+                entry = out.setdefault(key, (str(obj.get("image", f"{image_id}.jpg")), set()))
+                entry[1].update(canonical(str(n), path) for n in names)
+            if problems:
+                raise InputError(problems.lines()[0], path=path)
+            continue
+        data = read_json(path)
+        if not isinstance(data, dict) or "categories" not in data:
+            raise InputError("expected a COCO instances file (images, annotations, categories)", path=path)
+        names = {c["id"]: canonical(c["name"], path) for c in data["categories"]}
+        for image in data.get("images") or []:
+            out.setdefault(
+                normalize_image_id(image["id"]), (image.get("file_name", f"{image['id']}.jpg"), set())
+            )
+        for ann in data["annotations"]:
+            key = normalize_image_id(ann["image_id"])
+            out.setdefault(key, (f"{ann['image_id']}.jpg", set()))[1].add(names[ann["category_id"]])
+    return {k: ImageObjects(k, f, frozenset(objs)) for k, (f, objs) in out.items()}
+
+
+def negative_candidates(
+    split: str, image_objects: frozenset[str], annotations: dict[str, ImageObjects], rng: random.Random
+) -> list[str]:
+    """Absent classes for one image, in the order the split picks them."""
+    all_classes = sorted({c for a in annotations.values() for c in a.objects})
+    absent = [c for c in all_classes if c not in image_objects]
+    if split == "random":
+        rng.shuffle(absent)
+        return absent
+    if split == "popular":
+        counts = _image_counts(annotations)
+        return sorted(absent, key=lambda c: (-counts[c], c))
+    if split == "adversarial":
+        pairs = _cooccurrence(annotations)
+        score = {c: sum(pairs[frozenset((c, o))] for o in image_objects) for c in absent}
+        return sorted(absent, key=lambda c: (-score[c], c))
+    raise InputError(f"unknown POPE split {split!r}; choose from {SPLITS}")
+
+
+def _image_counts(annotations: dict[str, ImageObjects]) -> Counter[str]:
+    return Counter(c for a in annotations.values() for c in a.objects)
+
+
+def _cooccurrence(annotations: dict[str, ImageObjects]) -> Counter[frozenset[str]]:
+    return Counter(frozenset(p) for a in annotations.values() for p in combinations(sorted(a.objects), 2))
+
+
+def build_pope_questions(
+    annotations: dict[str, ImageObjects],
+    split: str,
+    *,
+    n_images: int = 500,
+    per_image: int = 3,
+    seed: int = 0,
+    first_id: int = 0,
+) -> list[PopeQuestion]:
+    """Balanced yes/no questions for ``n_images`` images with >= ``per_image`` objects."""
+    if split not in SPLITS:
+        raise InputError(f"unknown POPE split {split!r}; choose from {SPLITS}")
+    rng = random.Random(f"{seed}:{split}")
+    eligible = sorted(k for k, a in annotations.items() if len(a.objects) >= per_image)
+    if not eligible:
+        raise InputError(f"no image has {per_image} or more annotated objects")
+    chosen = rng.sample(eligible, min(n_images, len(eligible)))
+    questions: list[PopeQuestion] = []
+    for image_id in chosen:
+        entry = annotations[image_id]
+        positives = rng.sample(sorted(entry.objects), per_image)
+        negatives = negative_candidates(split, entry.objects, annotations, rng)[:per_image]
+        for pos, neg in zip(positives, negatives + [None] * (per_image - len(negatives)), strict=True):
+            for obj, label in ((pos, "yes"), (neg, "no")):
+                if obj is None:
+                    continue
+                questions.append(
+                    PopeQuestion(
+                        first_id + len(questions),
+                        image_id,
+                        entry.image,
+                        f"Is there {_article(obj)} {obj} in the image?",
+                        label,
+                        obj,
+                        split,
+                    )
+                )
+    return questions
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"
+
+
+def write_questions(questions: Sequence[PopeQuestion], path: str | Path) -> None:
+    # ids unique across the splits written together
+    with open(path, "w", encoding="utf-8") as f:
+        for i, q in enumerate(questions):
+            f.write(json.dumps(asdict(q) | {"question_id": i}) + "\n")
+
+
+def read_questions(path: str | Path) -> list[PopeQuestion]:
+    problems = Problems()
+    out = []
+    for row, obj in iter_jsonl(path, problems):
+        try:
+            out.append(PopeQuestion(**{k: obj[k] for k in PopeQuestion.__dataclass_fields__}))
+        except KeyError as err:
+            raise InputError(f"missing {err.args[0]!r}", path=str(path), row=row, field=err.args[0]) from err
+    if problems:
+        raise InputError(problems.lines()[0], path=str(path))
+    return out
+
+
+def read_answers(path: str | Path) -> dict[int, Any]:
+    """question_id -> answer text, from JSONL with ``question_id`` and ``answer`` (or ``text``/``response``)."""
+    problems = Problems()
+    out: dict[int, Any] = {}
+    for row, obj in iter_jsonl(path, problems):
+        if "question_id" not in obj:
+            raise InputError("missing 'question_id'", path=str(path), row=row, field="question_id")
+        out[int(obj["question_id"])] = obj.get("answer", obj.get("text", obj.get("response")))
+    return out
+
+
+_YES = {"yes", "yeah", "yep", "correct", "true", "indeed"}
+_NO = {"no", "nope", "not", "false", "none", "nothing", "neither", "nobody"}
+_WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def parse_yes_no(text: str) -> str | None:
+    """ "yes", "no" or None from a free-form answer, judged on its first sentence.
+
+    >>> [parse_yes_no(t) for t in ("Yes, there is.", "No.", "There isn't a dog.", "There is a dog.", "A dog?")]
+    ['yes', 'no', 'no', 'yes', None]
+    """
+    first = re.split(r"[.!?\n]", text.strip().lower(), maxsplit=1)[0]
+    words = _WORDS.findall(first)
+    if not words:
+        return None
+    if words[0] in _YES:
+        return "yes"
+    if words[0] in _NO:
+        return "no"
+    if any(w in _NO or w.endswith("n't") for w in words):
+        return "no"
+    if "yes" in words or re.search(r"\bthere (is|are)\b|\bi (can )?see\b", first):
+        return "yes"
+    return None
+
+
+@dataclass
+class PopeResult:
+    """Metrics per split (and ``all``), counts and problems."""
+
+    metrics: dict[str, dict[str, float]]
+    n_scored: dict[str, int]
+    problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for split, values in self.metrics.items():
+            for name, value in values.items():
+                flat[f"{split}/{name}"] = value
+            flat[f"{split}/n"] = self.n_scored[split]
+        return json_safe(flat | ({"problems": self.problems} if self.problems else {}))
+
+
+def score_pope(questions: Sequence[PopeQuestion], answers: dict[int, Any]) -> PopeResult:
+    """Parse each answer and score per split; missing/non-text/unparsed answers counted."""
+    problems = Problems()
+    by_split: dict[str, list[BinaryRecord]] = {}
+    for q in questions:
+        answer = answers.get(q.question_id)
+        if answer is None:
+            problems.add("missing_answer", f"question {q.question_id}: no answer")
+            continue
+        if not isinstance(answer, str):
+            problems.add(
+                "response_not_string", f"question {q.question_id}: answer is {type(answer).__name__}"
+            )
+            continue
+        prediction = parse_yes_no(answer)
+        if prediction is None:
+            problems.add("unparsed_answer", f"question {q.question_id}: {answer[:60]!r}")
+            continue
+        record = BinaryRecord(q.label, prediction)
+        by_split.setdefault(q.split, []).append(record)
+        by_split.setdefault("all", []).append(record)
+    if not by_split:
+        raise InputError("no answer could be scored: " + "; ".join(problems.lines() or ["no questions"]))
+    order = [s for s in (*SPLITS, "all") if s in by_split]
+    return PopeResult(
+        metrics={s: compute_metrics(POPE_METRICS, by_split[s]) for s in order},
+        n_scored={s: len(by_split[s]) for s in order},
+        problems=problems.as_dict(),
+    )
+
+
+def answer_pope(
+    questions: Sequence[PopeQuestion],
+    model: str,
+    image_dir: str | Path,
+    generation: dict[str, Any],
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "auto",
+) -> dict[int, str]:
+    """Generate an answer to every question with a HF vision-language model."""
+    from rlhfv.eval.generate import generate_answers, load_model
+
+    loaded, processor = load_model(model, device=device, dtype=dtype)
+    images = [str(Path(image_dir) / q.image) for q in questions]
+    texts = [f"{q.text} Answer yes or no." for q in questions]
+    answers = generate_answers(loaded, processor, images, texts, batch_size, progress=True, **generation)
+    return {q.question_id: a for q, a in zip(questions, answers, strict=True)}

@@ -1,0 +1,182 @@
+"""POPE: question building, yes/no parsing, metrics against hand-worked and brute-force values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlhfv.cli import main
+from rlhfv.eval.metrics import BinaryRecord, compute_metrics
+from rlhfv.eval.pope import (
+    POPE_METRICS,
+    ImageObjects,
+    build_pope_questions,
+    load_object_annotations,
+    parse_yes_no,
+    read_questions,
+    score_pope,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
+
+
+def _ann(objs: dict[str, set[str]]) -> dict[str, ImageObjects]:
+    return {k: ImageObjects(k, f"{k}.jpg", frozenset(v)) for k, v in objs.items()}
+
+
+# dog in 4 images, person 3, cat 2, car 2 (with person), frisbee 1, bus 1
+TOY = _ann(
+    {
+        "1": {"dog", "person", "frisbee"},
+        "2": {"dog", "cat"},
+        "3": {"dog", "person", "car"},
+        "4": {"dog", "cat"},
+        "5": {"person", "car", "bus"},
+    }
+)
+
+
+def test_popular_negatives_are_the_most_frequent_absent_classes():
+    qs = build_pope_questions(TOY, "popular", n_images=5, per_image=1, seed=0)
+    no = {q.image_id: q.object for q in qs if q.label == "no"}
+    # image 2 lacks person (3 images), car (2) ...: person first
+    assert no["2"] == "person"
+    # image 5 lacks dog (4 images)
+    assert no["5"] == "dog"
+
+
+def test_adversarial_negatives_cooccur_with_the_image_objects():
+    qs = build_pope_questions(TOY, "adversarial", n_images=5, per_image=1, seed=0)
+    no = {q.image_id: q.object for q in qs if q.label == "no"}
+    # image 2 = {dog, cat}: co-occurrence with dog: person 2, car 1, frisbee 1; with cat: 0
+    assert no["2"] == "person"
+    # image 5 = {person, car, bus}: dog co-occurs with person twice and with car once (3)
+    assert no["5"] == "dog"
+
+
+@pytest.mark.parametrize("split", ["random", "popular", "adversarial"])
+def test_questions_are_balanced_correct_and_seeded(split):
+    annotations = load_object_annotations([COCO80])
+    qs = build_pope_questions(annotations, split, n_images=20, per_image=2, seed=3)
+    assert qs == build_pope_questions(annotations, split, n_images=20, per_image=2, seed=3)
+    assert qs != build_pope_questions(annotations, split, n_images=20, per_image=2, seed=4)
+    assert sum(q.label == "yes" for q in qs) == sum(q.label == "no" for q in qs) == 40
+    for q in qs:
+        present = q.object in annotations[q.image_id].objects
+        assert present == (q.label == "yes")
+        assert q.text in (f"Is there a {q.object} in the image?", f"Is there an {q.object} in the image?")
+    assert len({q.image_id for q in qs}) == 20
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes", "yes"),
+        ("yes, there is a dog in the image.", "yes"),
+        ("Yes. No other animals.", "yes"),
+        ("No", "no"),
+        ("No, there is no cat.", "no"),
+        ("There is no cat in the image.", "no"),
+        ("There isn't a cat.", "no"),
+        ("The image does not contain a cat.", "no"),
+        ("There is a cat on the sofa.", "yes"),
+        ("I can see a cat on the sofa.", "yes"),
+        ("A cat.", None),
+        ("", None),
+    ],
+)
+def test_parse_yes_no(text, expected):
+    assert parse_yes_no(text) == expected
+
+
+def test_metrics_hand_worked():
+    # labels:   y y y y n n n n n n
+    # answers:  y y y n y n n n n n  -> tp 3, fn 1, fp 1, tn 5
+    labels = ["yes"] * 4 + ["no"] * 6
+    preds = ["yes", "yes", "yes", "no", "yes", "no", "no", "no", "no", "no"]
+    m = compute_metrics(POPE_METRICS, [BinaryRecord(a, b) for a, b in zip(labels, preds, strict=True)])
+    assert m["accuracy"] == pytest.approx(8 / 10)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+    assert m["yes_ratio"] == pytest.approx(4 / 10)
+    assert {x.name: x.higher_is_better for x in POPE_METRICS}["yes_ratio"] is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["yes", "no"]), st.sampled_from(["yes", "no"])), min_size=1, max_size=30
+    )
+)
+def test_metrics_match_brute_force(pairs):
+    records = [BinaryRecord(label, pred) for label, pred in pairs]
+    got = compute_metrics(POPE_METRICS, records)
+    n = len(pairs)
+    correct = [label == pred for label, pred in pairs]
+    said_yes = [i for i, (_, p) in enumerate(pairs) if p == "yes"]
+    is_yes = [i for i, (label, _) in enumerate(pairs) if label == "yes"]
+    both = set(said_yes) & set(is_yes)
+    precision = len(both) / len(said_yes) if said_yes else math.nan
+    recall = len(both) / len(is_yes) if is_yes else math.nan
+    assert got["accuracy"] == pytest.approx(sum(correct) / n)
+    assert got["yes_ratio"] == pytest.approx(len(said_yes) / n)
+    for name, want in (("precision", precision), ("recall", recall)):
+        assert (math.isnan(want) and math.isnan(got[name])) or got[name] == pytest.approx(want)
+    if math.isnan(precision) or math.isnan(recall):
+        assert math.isnan(got["f1"])
+    elif precision + recall == 0:
+        assert got["f1"] == 0
+    else:
+        assert got["f1"] == pytest.approx(2 * precision * recall / (precision + recall))
+
+
+def test_cli_build_and_score(tmp_path, capsys):
+    questions = tmp_path / "pope.jsonl"
+    args = ["eval", "pope", "build", "--annotations", str(COCO80), "--out", str(questions)]
+    assert main([*args, "--n-images", "10", "--seed", "1"]) == 0
+    capsys.readouterr()
+    qs = read_questions(questions)
+    assert len(qs) == 3 * 10 * 3 * 2
+    assert len({q.question_id for q in qs}) == len(qs)
+    # a model that always says yes except on popular questions, where it says "There is no X."
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        {
+            "question_id": q.question_id,
+            "answer": f"There is no {q.object}." if q.split == "popular" else "Yes.",
+        }
+        for q in qs
+    ]
+    rows[0]["answer"] = "Maybe a dog?"
+    rows[1]["answer"] = None
+    del rows[2]["answer"]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert (
+        main(["eval", "pope", "score", "--questions", str(questions), "--answers", str(answers), "--json"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["popular/yes_ratio"] == 0 and out["popular/accuracy"] == pytest.approx(0.5)
+    # questions alternate yes/no: the 3 unusable ones are yes, no, yes -> 28 yes + 29 no remain
+    assert out["random/yes_ratio"] == 1 and out["random/precision"] == pytest.approx(28 / 57)
+    assert out["random/recall"] == 1 and out["random/accuracy"] == pytest.approx(28 / 57)
+    assert out["random/n"] == 60 - 3 and out["all/n"] == 180 - 3  # the 3 unusable answers are random ones
+    assert out["problems"]["unparsed_answer"]["count"] == 1
+    assert out["problems"]["missing_answer"]["count"] == 2
+    assert "unparsed_answer" in captured.err
+
+
+def test_score_with_no_usable_answer_is_an_error():
+    from rlhfv.errors import InputError
+
+    qs = build_pope_questions(TOY, "random", n_images=1, per_image=1, seed=0)
+    with pytest.raises(InputError, match="missing_answer"):
+        score_pope(qs, {})
