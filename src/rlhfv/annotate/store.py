@@ -1,0 +1,186 @@
+"""The image store and the import of model generations.
+
+Images are copied into one directory under a content-addressed name
+(``<sha256>.<ext>``), after Pillow has checked that they are images of an allowed
+format. The server only ever opens names matching that pattern, resolved inside the
+store, so no request can reach another file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from rlhfv.annotate.db import Assignment, Database, Task
+from rlhfv.errors import InputError
+
+IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+_NAME = re.compile(r"^[0-9a-f]{64}\.(jpg|png|webp|gif)$")
+MAX_IMAGE_BYTES = 50 * 2**20
+MAX_TEXT_CHARS = 20_000
+
+
+def store_image(store: Path, data: bytes) -> str:
+    """Validate ``data`` as an image and copy it into ``store``; its store name."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"image is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"not a readable image ({err})") from err
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image format {fmt} is not one of {', '.join(IMAGE_FORMATS)}")
+    name = f"{hashlib.sha256(data).hexdigest()}.{IMAGE_FORMATS[fmt]}"
+    store.mkdir(parents=True, exist_ok=True)
+    target = store / name
+    if not target.exists():
+        tmp = store / f".{name}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    return name
+
+
+def image_file(store: Path, name: str) -> Path | None:
+    """The file for a store name, or None when the name is not a store name or escapes it."""
+    if not _NAME.match(name):
+        return None
+    root = store.resolve()
+    path = (root / name).resolve()
+    if path.parent != root or not path.is_file():
+        return None
+    return path
+
+
+def _image_bytes(value: Any, base: Path, where: dict) -> bytes:
+    """Image bytes from a path (relative to the input file), raw bytes or ``{bytes, path}``."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str) or not value:
+        raise InputError("image must be a path or image bytes", field="image", reason="bad_image", **where)
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}", field="image", reason="missing_image", **where)
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise InputError("image file too large", field="image", reason="bad_image", **where)
+    return path.read_bytes()
+
+
+def read_generations(path: Path) -> Iterator[tuple[int, dict]]:
+    """Rows of a JSONL or parquet file of model generations, numbered from 1."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InputError("no such file", path=str(path), reason="missing_file")
+    if suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as f:
+            for row_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(
+                        f"invalid JSON ({err.msg})", path=str(path), row=row_no, reason="bad_json"
+                    ) from err
+                if not isinstance(row, dict):
+                    raise InputError(
+                        "a row must be a JSON object", path=str(path), row=row_no, reason="bad_json"
+                    )
+                yield row_no, row
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        row_no = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+            for row in batch.to_pylist():
+                row_no += 1
+                yield row_no, row
+    else:
+        raise InputError("expected a .jsonl or .parquet file", path=str(path), reason="bad_format")
+
+
+def import_generations(db: Database, path: Path, store: Path, double_share: float = 0.0) -> dict[str, int]:
+    """Add each row (``image``, ``question``, ``answer``, optional ``id`` and other fields
+    kept as source metadata) as a task; rows whose id is already present are skipped.
+
+    A task is double-annotated when ``sha256(id)`` mapped to [0, 1) is below
+    ``double_share``: the same tasks on every run, independent of row order.
+    """
+    if not 0.0 <= double_share <= 1.0:
+        raise InputError("double share must be in [0, 1]", field="double_share", reason="bad_option")
+    path = Path(path)
+    added = skipped = 0
+    for row_no, row in read_generations(path):
+        where = {"path": str(path), "row": row_no}
+        for field in ("question", "answer"):
+            value = row.get(field)
+            if not isinstance(value, str) or not value.strip():
+                raise InputError("must be a non-empty string", field=field, reason=f"empty_{field}", **where)
+            if len(value) > MAX_TEXT_CHARS:
+                raise InputError(
+                    f"longer than {MAX_TEXT_CHARS} characters", field=field, reason="too_long", **where
+                )
+        data = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
+        try:
+            name = store_image(store, data)
+        except ValueError as err:
+            raise InputError(str(err), field="image", reason="bad_image", **where) from err
+        ext_id = row.get("id")
+        if ext_id is None:
+            digest = hashlib.sha256(data + b"\0" + row["question"].encode() + b"\0" + row["answer"].encode())
+            ext_id = digest.hexdigest()[:16]
+        ext_id = str(ext_id)
+        if len(ext_id) > 200:
+            raise InputError("id longer than 200 characters", field="id", reason="bad_id", **where)
+        source = {
+            k: v
+            for k, v in row.items()
+            if k not in ("image", "image_path", "question", "answer", "id") and _is_json(v)
+        }
+        share_point = int(hashlib.sha256(ext_id.encode()).hexdigest()[:8], 16) / 2**32
+        n = 2 if share_point < double_share else 1
+        with db.write() as s:
+            if s.scalar(select(Task.id).where(Task.external_id == ext_id)) is not None:
+                skipped += 1
+                continue
+            task = Task(
+                external_id=ext_id,
+                image_name=name,
+                question=row["question"],
+                answer=row["answer"],
+                source_json=json.dumps(source),
+                n_annotations=n,
+            )
+            s.add(task)
+            s.flush()
+            s.add_all([Assignment(task_id=task.id, slot=k, status="open") for k in range(n)])
+        added += 1
+    return {"added": added, "skipped": skipped}
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False

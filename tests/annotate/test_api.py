@@ -1,0 +1,488 @@
+"""The HTTP API, each rule of the issue, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from rlhfv.annotate import service
+from rlhfv.annotate.db import Assignment, Submission, Task
+from tests.annotate.conftest import IMAGES, PASSWORD, LiveServer, make_env
+
+EDITS = [
+    {"start": 10, "end": 13, "text": "one", "category": "number"},  # "two" -> "one"
+    {"start": 14, "end": 17, "text": "green", "category": "attribute"},  # "red" -> "green"
+]
+
+
+def claim(client) -> dict:  # noqa: ANN001
+    res = client.post("/api/next")
+    assert res.status_code == 200, res.text
+    return res.json()["assignment"]
+
+
+def submit(client, aid: int, edits=None, key: str = "key-0001", correct: bool = False):  # noqa: ANN001, ANN201
+    body = {"idempotency_key": key, "edits": EDITS if edits is None else edits, "correct": correct}
+    return client.post(f"/api/assignments/{aid}/submit", json=body)
+
+
+def n_submissions(env) -> int:  # noqa: ANN001
+    with env.db.read() as s:
+        return s.scalar(select(func.count()).select_from(Submission))
+
+
+# ---------------------------------------------------------------- authentication, authorisation
+
+
+def test_unauthenticated_requests_get_401(env) -> None:
+    anon = env.client()
+    for method, path in [
+        ("GET", "/api/me"),
+        ("POST", "/api/next"),
+        ("GET", "/api/assignments/1"),
+        ("POST", "/api/assignments/1/submit"),
+        ("GET", "/api/tasks/1/image"),
+        ("GET", "/api/review/queue"),
+        ("GET", "/api/admin/export"),
+        ("GET", "/api/admin/users"),
+    ]:
+        res = anon.request(method, path)
+        assert res.status_code == 401, (method, path, res.status_code)
+    bad = env.client()
+    bad.headers["Authorization"] = "Bearer not-a-token"
+    assert bad.get("/api/me").status_code == 401
+
+
+def test_login_wrong_password_401_and_cookie_session(env) -> None:
+    c = env.client()
+    assert c.post("/api/login", json={"name": "ann", "password": "wrong password"}).status_code == 401
+    assert c.post("/api/login", json={"name": "nobody", "password": PASSWORD}).status_code == 401
+    res = c.post("/api/login", json={"name": "ann", "password": PASSWORD})
+    assert res.status_code == 200
+    cookie = res.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert c.get("/api/me").json()["name"] == "ann"  # the cookie alone authenticates
+    assert c.post("/api/logout").status_code == 200
+    assert c.get("/api/me").status_code == 401
+
+
+def test_tokens_and_passwords_are_stored_hashed(env) -> None:
+    token = env.token("ann")
+    with env.db.read() as s:
+        rows = s.execute(select(service.User.password_hash)).scalars().all()
+        hashes = s.execute(select(service.AuthSession.token_hash)).scalars().all()
+    assert all(h.startswith("$argon2id$") and PASSWORD not in h for h in rows)
+    assert token not in hashes and service.token_hash(token) in hashes
+
+
+def test_annotator_and_reviewer_get_403_on_routes_above_their_role(env) -> None:
+    ann, rita = env.client("ann"), env.client("rita")
+    for path in ["/api/admin/export", "/api/admin/users", "/api/admin/stats", "/api/review/queue"]:
+        assert ann.get(path).status_code == 403, path
+    assert ann.post("/api/review/1", json={"accept": True}).status_code == 403
+    assert (
+        ann.post("/api/admin/users", json={"name": "eve", "role": "admin", "password": "x" * 12}).status_code
+        == 403
+    )
+    for path in ["/api/admin/export", "/api/admin/users", "/api/admin/stats"]:
+        assert rita.get(path).status_code == 403, path
+    assert rita.get("/api/review/queue").status_code == 200
+    assert env.client("ada").get("/api/admin/users").status_code == 200
+
+
+def test_annotator_cannot_read_or_touch_another_annotators_task(env) -> None:
+    ann, bob = env.client("ann"), env.client("bob")
+    task = claim(ann)
+    aid, tid = task["assignment_id"], task["task_id"]
+    assert ann.get(f"/api/assignments/{aid}").status_code == 200
+    assert ann.get(f"/api/tasks/{tid}/image").status_code == 200
+    assert bob.get(f"/api/assignments/{aid}").status_code == 403
+    assert bob.get(f"/api/tasks/{tid}/image").status_code == 403
+    assert submit(bob, aid).status_code == 403
+    assert bob.post(f"/api/assignments/{aid}/release").status_code == 403
+    assert bob.post(f"/api/assignments/{aid}/extend").status_code == 403
+    # an unclaimed task is nobody's: its image is not readable either
+    with env.db.read() as s:
+        other = s.scalar(select(Task.id).where(Task.id != tid).limit(1))
+    assert bob.get(f"/api/tasks/{other}/image").status_code == 403
+    # reviewers may look at any task
+    assert env.client("rita").get(f"/api/assignments/{aid}").status_code == 200
+
+
+# ---------------------------------------------------------------- locks
+
+
+def test_next_task_is_locked_to_one_annotator_and_kept(env) -> None:
+    ann, bob = env.client("ann"), env.client("bob")
+    a1, b1 = claim(ann), claim(bob)
+    assert a1["task_id"] != b1["task_id"]
+    assert claim(ann)["assignment_id"] == a1["assignment_id"]  # the held task comes back
+    assert a1["answer"].startswith("There are two red apples")
+    # remaining: the held task and the four open ones, not the one bob holds
+    assert ann.get("/api/me").json()["progress"] == {"done": 0, "returned": 0, "remaining": 5}
+
+
+def test_concurrent_claims_never_share_a_task(db_url, tmp_path) -> None:
+    """Eight annotators claim at once, repeatedly, over four tasks: each task has at most one holder."""
+    env = make_env(db_url, tmp_path, n_tasks=4)
+    names = [f"ann{i}" for i in range(8)]
+    for name in names:
+        service.add_user(env.db, name, "annotator", PASSWORD)
+    tokens = {name: env.token(name) for name in names}
+    barrier = threading.Barrier(len(names))
+    with LiveServer(env.app) as server:
+
+        def grab(name: str) -> int | None:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tokens[name]}"}) as c:
+                barrier.wait()
+                got = c.post("/api/next", timeout=30).json()["assignment"]
+                return None if got is None else got["task_id"]
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            results = list(pool.map(grab, names))
+    held = [t for t in results if t is not None]
+    assert len(held) == 4 and len(set(held)) == 4  # all four tasks out, none twice
+    with env.db.read() as s:
+        owners = s.execute(select(Assignment.task_id, Assignment.annotator_id)).all()
+    assert len({t for t, _ in owners}) == len(owners) == 4
+    env.db.dispose()
+
+
+def test_abandoned_lock_expires_and_goes_to_someone_else(db_url, tmp_path) -> None:
+    env = make_env(db_url, tmp_path, n_tasks=1, lock_seconds=0.5)
+    ann, bob = env.client("ann"), env.client("bob")
+    mine = claim(ann)
+    assert claim(bob) is None  # the only task is locked
+    time.sleep(0.7)
+    theirs = claim(bob)
+    assert theirs["assignment_id"] == mine["assignment_id"]
+    assert submit(ann, mine["assignment_id"]).status_code == 403  # ann lost it
+    assert submit(bob, theirs["assignment_id"]).status_code == 201
+    env.db.dispose()
+
+
+def test_release_gives_the_task_back(env) -> None:
+    ann, bob = env.client("ann"), env.client("bob")
+    # bob holds task 1, ann task 2; ann skips hers, bob submits and gets the released one
+    b = claim(bob)
+    a = claim(ann)
+    assert ann.post(f"/api/assignments/{a['assignment_id']}/release").status_code == 200
+    assert submit(bob, b["assignment_id"]).status_code == 201
+    assert claim(bob)["assignment_id"] == a["assignment_id"]
+
+
+# ---------------------------------------------------------------- submit
+
+
+def test_submit_records_the_correction_with_spans_and_categories(env) -> None:
+    ann = env.client("ann")
+    task = claim(ann)
+    res = submit(ann, task["assignment_id"])
+    assert res.status_code == 201, res.text
+    body = res.json()
+    assert body["corrected"] == "There are one green apples and a knife on the wooden table."
+    assert body["segments"] == [
+        {
+            "kind": "replace",
+            "original_start": 10,
+            "original_end": 13,
+            "corrected_start": 10,
+            "corrected_end": 13,
+            "category": "number",
+        },
+        {
+            "kind": "replace",
+            "original_start": 14,
+            "original_end": 17,
+            "corrected_start": 14,
+            "corrected_end": 19,
+            "category": "attribute",
+        },
+    ]
+    assert ann.get("/api/me").json()["progress"]["done"] == 1
+    assert submit(ann, task["assignment_id"], key="key-0002").status_code == 409  # already submitted
+    export = env.client("ada").get("/api/admin/export")
+    rows = [json.loads(line) for line in export.text.splitlines()]
+    assert len(rows) == 1
+    assert rows[0]["corrected"] == body["corrected"] and rows[0]["segments"] == body["segments"]
+    assert rows[0]["original"] == task["answer"] and rows[0]["annotator"] == "ann"
+
+
+def test_retried_submit_is_recorded_once(env) -> None:
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    first = submit(ann, aid, key="retry-key-1")
+    again = submit(ann, aid, key="retry-key-1")
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["duplicate"] and again.json()["submission_id"] == first.json()["submission_id"]
+    assert n_submissions(env) == 1
+    # the same key cannot be reused for another task
+    other = claim(ann)["assignment_id"]
+    assert submit(ann, other, key="retry-key-1").status_code == 409
+
+
+def test_concurrent_retries_of_one_submit_make_one_record(env) -> None:
+    aid = claim(env.client("ann"))["assignment_id"]
+    token = env.token("ann")
+    with LiveServer(env.app) as server:
+
+        def post(_: int) -> int:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as c:
+                body = {"idempotency_key": "same-key-42", "edits": EDITS}
+                return c.post(f"/api/assignments/{aid}/submit", json=body, timeout=30).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = sorted(pool.map(post, range(6)))
+    assert codes == [200] * 5 + [201]
+    assert n_submissions(env) == 1
+
+
+@pytest.mark.parametrize(
+    ("edits", "correct"),
+    [
+        ([{"start": 10, "end": 13, "text": "one", "category": "colour"}], False),  # unknown category
+        ([{"start": 50, "end": 99, "text": "x", "category": "object"}], False),  # outside the answer
+        (
+            [
+                {"start": 10, "end": 13, "text": "one", "category": "number"},
+                {"start": 12, "end": 16, "text": "y", "category": "object"},
+            ],
+            False,
+        ),
+        ([{"start": 10, "end": 13, "text": "two", "category": "number"}], False),  # no change
+        ([{"start": 10, "end": 10, "text": "", "category": "number"}], False),  # empty insertion
+        ([], False),  # nothing at all
+        (EDITS, True),  # marked correct but edited
+    ],
+)
+def test_invalid_corrections_are_rejected_and_not_stored(env, edits, correct) -> None:
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    assert submit(ann, aid, edits=edits, correct=correct).status_code == 422
+    assert n_submissions(env) == 0
+
+
+def test_marked_correct_answer(env) -> None:
+    ann = env.client("ann")
+    task = claim(ann)
+    res = submit(ann, task["assignment_id"], edits=[], correct=True)
+    assert (
+        res.status_code == 201 and res.json()["corrected"] == task["answer"] and res.json()["segments"] == []
+    )
+    admin = env.client("ada")
+    assert admin.get("/api/admin/export").text == ""  # no preference signal: left out by default
+    rows = admin.get("/api/admin/export", params={"include_correct": True}).text.splitlines()
+    assert json.loads(rows[0])["source"]["marked_correct"] is True
+
+
+def test_spans_are_code_point_offsets(db_url, tmp_path) -> None:
+    """Characters outside the BMP (one code point, two UTF-16 units) count once."""
+    env = make_env(db_url, tmp_path, n_tasks=0)
+    gen = tmp_path / "emoji.jsonl"
+    answer = "A 🐕 and a 🐈 sit on the mat."
+    gen.write_text(
+        json.dumps({"id": "e1", "image": str(IMAGES[0]), "question": "Who?", "answer": answer}) + "\n"
+    )
+    from rlhfv.annotate.store import import_generations
+
+    import_generations(env.db, gen, env.store)
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    start = answer.index("🐈")
+    res = submit(ann, aid, edits=[{"start": start, "end": start + 1, "text": "🐇", "category": "object"}])
+    assert res.status_code == 201
+    assert res.json()["corrected"] == "A 🐕 and a 🐇 sit on the mat."
+    # "A 🐕 and a " is 10 code points (11 UTF-16 units: the dog is a surrogate pair)
+    assert res.json()["segments"][0]["original_start"] == 10
+    env.db.dispose()
+
+
+# ---------------------------------------------------------------- review, double annotation
+
+
+def test_review_accept_and_return_with_comment(env) -> None:
+    ann, rita = env.client("ann"), env.client("rita")
+    first = claim(ann)
+    submit(ann, first["assignment_id"], key="k-first-1")
+    second = claim(ann)
+    submit(
+        ann,
+        second["assignment_id"],
+        key="k-second-1",
+        edits=[{"start": 2, "end": 5, "text": "woman", "category": "object"}],
+    )
+    queue = rita.get("/api/review/queue").json()["items"]
+    assert [q["assignment_id"] for q in queue] == [first["assignment_id"], second["assignment_id"]]
+    assert rita.post(f"/api/review/{first['assignment_id']}", json={"accept": False}).status_code == 422
+    assert rita.post(
+        f"/api/review/{first['assignment_id']}", json={"accept": False, "comment": "knife is a fork"}
+    ).json() == {"status": "returned"}
+    assert rita.post(f"/api/review/{second['assignment_id']}", json={"accept": True}).json() == {
+        "status": "accepted"
+    }
+    assert rita.post(f"/api/review/{second['assignment_id']}", json={"accept": True}).status_code == 409
+    # the returned task comes back first, with the comment and the previous correction
+    back = claim(ann)
+    assert back["assignment_id"] == first["assignment_id"] and back["status"] == "returned"
+    assert back["review_comment"] == "knife is a fork" and len(back["submission"]["segments"]) == 2
+    knife = first["answer"].index("knife")
+    edits = [*EDITS, {"start": knife, "end": knife + 5, "text": "fork", "category": "object"}]
+    assert submit(ann, first["assignment_id"], key="k-first-2", edits=edits).status_code == 201
+    admin = env.client("ada")
+    accepted = admin.get("/api/admin/export", params={"accepted_only": True}).text.splitlines()
+    assert [json.loads(r)["source"]["task_id"] for r in accepted] == [second["task_id"]]
+    rows = [json.loads(r) for r in admin.get("/api/admin/export").text.splitlines()]
+    assert rows[0]["corrected"] == "There are one green apples and a fork on the wooden table."
+    # nobody reviews their own work
+    service.add_user(env.db, "rex", "reviewer", PASSWORD)
+    rex = env.client("rex")
+    mine = claim(rex)
+    assert submit(rex, mine["assignment_id"], key="k-rex-1").status_code == 201
+    assert rex.post(f"/api/review/{mine['assignment_id']}", json={"accept": True}).status_code == 403
+
+
+def test_double_annotation_two_different_annotators_and_agreement(db_url, tmp_path) -> None:
+    env = make_env(db_url, tmp_path, n_tasks=2, double_share=1.0)
+    ann, bob = env.client("ann"), env.client("bob")
+    with env.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Assignment)) == 4
+    a1 = claim(ann)
+    submit(ann, a1["assignment_id"], key="ann-1")
+    a2 = claim(ann)
+    assert a2["task_id"] != a1["task_id"]  # never both slots of one task
+    submit(ann, a2["assignment_id"], key="ann-2")
+    assert claim(ann) is None  # the second slots are for someone else
+    b1 = claim(bob)
+    submit(
+        bob,
+        b1["assignment_id"],
+        key="bob-1",
+        edits=EDITS[:1]
+        if b1["task_id"] == a1["task_id"]
+        else [{"start": 2, "end": 5, "text": "woman", "category": "object"}],
+    )
+    b2 = claim(bob)
+    submit(bob, b2["assignment_id"], edits=[], correct=True, key="bob-2")
+    stats = env.client("ada").get("/api/admin/stats").json()
+    ag = stats["agreement"]
+    assert ag["pairs"] == 2
+    # labels "needed correction": ann (yes, yes), bob (yes, no): p_o = 1/2, p_e = 1*1/2 + 0 = 1/2 -> kappa 0
+    assert ag["hallucination_kappa"] == pytest.approx(0.0)
+    assert stats["categories"]["number"] == 3 and stats["categories"]["attribute"] == 2
+    rows = [json.loads(r) for r in env.client("ada").get("/api/admin/export").text.splitlines()]
+    assert len({r["id"] for r in rows}) == len(rows) == 3  # bob's "correct" answer is left out
+    env.db.dispose()
+
+
+# ---------------------------------------------------------------- images, text, sizes
+
+
+def test_image_route_serves_the_task_image_and_nothing_else(env) -> None:
+    ann = env.client("ann")
+    task = claim(ann)
+    res = ann.get(task["image_url"])
+    assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg"
+    assert res.content == IMAGES[0].read_bytes()
+    # a tampered database row cannot point the route outside the store
+    secret = env.tmp / "secret.txt"
+    secret.write_text("top secret")
+    for bad in [
+        "../secret.txt",
+        str(secret),
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "images/../secret.txt",
+    ]:
+        with env.db.write() as s:
+            s.execute(update(Task).where(Task.id == task["task_id"]).values(image_name=bad))
+        res = ann.get(task["image_url"])
+        assert res.status_code == 404 and b"secret" not in res.content and b"root:" not in res.content
+    for path in [
+        "/static/../app.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e/db.py",
+        "/api/tasks/..%2f..%2fetc%2fpasswd/image",
+    ]:
+        res = ann.get(path)
+        assert res.status_code in (404, 422), path
+        assert b"import" not in res.content
+
+
+def test_model_text_is_returned_verbatim_and_the_page_forbids_inline_script(db_url, tmp_path) -> None:
+    env = make_env(db_url, tmp_path, n_tasks=0)
+    evil = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
+    gen = tmp_path / "evil.jsonl"
+    gen.write_text(json.dumps({"id": "x", "image": str(IMAGES[1]), "question": evil, "answer": evil}) + "\n")
+    from rlhfv.annotate.store import import_generations
+
+    import_generations(env.db, gen, env.store)
+    ann = env.client("ann")
+    task = claim(ann)
+    assert task["answer"] == evil and task["question"] == evil
+    page = ann.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    env.db.dispose()
+
+
+def test_request_size_is_limited(env) -> None:
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    huge = {
+        "idempotency_key": "big-key-1",
+        "edits": [{"start": 0, "end": 1, "text": "x" * 300_000, "category": "object"}],
+    }
+    assert ann.post(f"/api/assignments/{aid}/submit", json=huge).status_code == 413
+
+    def chunks():  # noqa: ANN202 - a streamed body without Content-Length
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    assert ann.post(f"/api/assignments/{aid}/submit", content=chunks()).status_code == 413
+    many = {
+        "idempotency_key": "many-key-1",
+        "edits": [{"start": i, "end": i + 1, "text": "y", "category": "other"} for i in range(201)],
+    }
+    assert ann.post(f"/api/assignments/{aid}/submit", json=many).status_code == 422
+    long_text = {
+        "idempotency_key": "long-key-1",
+        "edits": [{"start": 0, "end": 1, "text": "z" * 6000, "category": "other"}],
+    }
+    assert ann.post(f"/api/assignments/{aid}/submit", json=long_text).status_code == 422
+    assert n_submissions(env) == 0
+
+
+def test_admin_can_add_users_over_the_api(env) -> None:
+    admin = env.client("ada")
+    assert (
+        admin.post(
+            "/api/admin/users", json={"name": "cy", "role": "annotator", "password": "longenough"}
+        ).status_code
+        == 201
+    )
+    assert (
+        admin.post(
+            "/api/admin/users", json={"name": "cy", "role": "annotator", "password": "longenough"}
+        ).status_code
+        == 422
+    )
+    assert (
+        admin.post(
+            "/api/admin/users", json={"name": "dee", "role": "root", "password": "longenough"}
+        ).status_code
+        == 422
+    )
+    assert [u["name"] for u in admin.get("/api/admin/users").json()["users"]] == [
+        "ada",
+        "rita",
+        "ann",
+        "bob",
+        "cy",
+    ]
