@@ -1,0 +1,152 @@
+"""AMBER: generative metrics and discriminative accuracy/F1 ("no" positive) from AMBER-layout files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlhfv.cli import main
+from rlhfv.eval.amber import (
+    AMBER_GENERATIVE_METRICS,
+    AmberItem,
+    load_amber,
+    score_amber,
+    score_generative,
+)
+from rlhfv.eval.metrics import compute_metrics
+
+RELATION = {
+    "dog": ["puppy", "hound"],
+    "grass": ["lawn"],
+    "frisbee": [],
+    "cat": ["kitten"],
+    "ball": [],
+    "car": ["vehicle"],
+    "tree": [],
+    "sky": [],
+}
+ANNOTATIONS = [
+    {"id": 1, "type": "generative", "truth": ["dog", "grass", "frisbee"], "hallu": ["cat", "ball"]},
+    {"id": 2, "type": "generative", "truth": ["car", "tree"], "hallu": ["dog"]},
+    {"id": 3, "type": "discriminative-existence", "truth": "no"},
+    {"id": 4, "type": "discriminative-existence", "truth": "yes"},
+    {"id": 5, "type": "discriminative-attribute-state", "truth": "no"},
+    {"id": 6, "type": "discriminative-relation", "truth": "no"},
+]
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "annotations.json").write_text(json.dumps(ANNOTATIONS))
+    (tmp_path / "relation.json").write_text(json.dumps(RELATION))
+    (tmp_path / "safe_words.txt").write_text("sky\n")
+    return tmp_path
+
+
+def test_hand_worked(files):
+    bench = load_amber(files / "annotations.json", files / "relation.json", files / "safe_words.txt")
+    answers = [
+        # words: puppies(dog) lawn(grass) kitten(hallu cat) ball(hallu ball) sky(safe): 5 words, 2 hallucinated
+        (1, "Two puppies play on the lawn with a kitten and a ball under the sky."),
+        # words: vehicle(car) dog(hallu) hound(hallu dog): 3 words, 2 hallucinated
+        (2, "A vehicle, a dog and a hound."),
+        (3, "No, there is not."),  # truth no, said no  -> tp
+        (4, "No."),  # truth yes, said no                 -> fp
+        (5, "Yes it is."),  # truth no, said yes          -> fn
+        (6, "No"),  # truth no, said no                   -> tp
+        (7, "unknown id"),
+        (4, "Perhaps."),
+    ]
+    result = score_amber(bench, answers)
+    g = result.generative
+    assert g["chair"] == pytest.approx(4 / 8)
+    assert g["cover"] == pytest.approx((2 + 1) / (3 + 2))
+    assert g["hal"] == pytest.approx(2 / 2)
+    assert g["cog"] == pytest.approx((2 + 1) / (2 + 1))
+    d = result.discriminative["all"]
+    assert d["accuracy"] == pytest.approx(2 / 4)
+    assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
+    assert d["f1"] == pytest.approx(2 / 3)
+    assert result.discriminative["existence"]["accuracy"] == pytest.approx(1 / 2)
+    assert result.n_generative == 2 and result.n_discriminative == 4
+    assert {k: v["count"] for k, v in result.problems.items()} == {"unknown_id": 1, "unparsed_answer": 1}
+    assert {m.name: m.higher_is_better for m in AMBER_GENERATIVE_METRICS} == {
+        "chair": False,
+        "cover": True,
+        "hal": False,
+        "cog": False,
+    }
+
+
+_OBJECTS = ["dog", "cat", "car", "tree", "ball", "cup"]
+_ASSOC = {o: (f"{o}x",) for o in _OBJECTS}  # disjoint association lists
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(_OBJECTS + [f"{o}x" for o in _OBJECTS] + ["safe"]), max_size=8),
+            st.lists(st.sampled_from(_OBJECTS), max_size=4, unique=True),
+            st.lists(st.sampled_from(_OBJECTS), max_size=3, unique=True),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_generative_metrics_match_brute_force(cases):
+    class Bench:
+        association = _ASSOC
+        safe_words = frozenset({"safe"})
+
+    records, words_total, hal_words, hal_resp, truth_total, covered, hallu_total, named = (
+        [],
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+    for words, truth, hallu in cases:
+        hallu = [h for h in hallu if h not in truth]
+        records.append(score_generative(words, AmberItem(0, "generative", tuple(truth), tuple(hallu)), Bench))
+        base = [w.removesuffix("x") for w in words if w != "safe"]
+        words_total += len(words)
+        bad = [b for b in base if b not in truth]
+        hal_words += len(bad)
+        hal_resp += bool(bad)
+        truth_total += len(truth)
+        covered += len(set(base) & set(truth))
+        hallu_total += len(hallu)
+        named += len(set(base) & set(hallu))
+    got = compute_metrics(AMBER_GENERATIVE_METRICS, records)
+
+    def div(a, b):
+        return a / b if b else math.nan
+
+    want = {
+        "chair": div(hal_words, words_total),
+        "cover": div(covered, truth_total),
+        "hal": div(hal_resp, len(cases)),
+        "cog": div(named, hallu_total),
+    }
+    for k, v in want.items():
+        assert (math.isnan(v) and math.isnan(got[k])) or got[k] == pytest.approx(v)
+
+
+def test_cli_amber(files, capsys):
+    answers = files / "answers.json"
+    answers.write_text(json.dumps([{"id": 1, "response": "A dog on grass."}, {"id": 3, "response": "No"}]))
+    args = ["eval", "amber", "--answers", str(answers), "--annotations", str(files / "annotations.json")]
+    assert main([*args, "--relation", str(files / "relation.json"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["generative/chair"] == 0 and out["generative/cover"] == pytest.approx(2 / 3)
+    assert out["discriminative/all/accuracy"] == 1
+    assert main([*args, "--relation", str(files / "missing.json")]) == 2
+    assert "cannot read file" in capsys.readouterr().err
