@@ -492,6 +492,7 @@ class Trainer:
         reference = (
             self._reference_source(accelerator, model) if config.reference != "adapters_disabled" else None
         )
+        set_seed(config.seed)  # the reference precompute draws from the RNG; LoRA init must not depend on it
         model = prepare_model(model, config)
         if config.reference == "adapters_disabled":
             reference = self._reference_source(accelerator, model)

@@ -1,0 +1,291 @@
+"""Tiny real models trained a few CPU steps: loss falls, parameters move, outputs load back."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from rlhfv.ddpo.trainer import (
+    Trainer,
+    TrainState,
+    freeze_parts,
+    lora_target_regex,
+    parameter_group,
+    train_ddpo,
+    train_sft,
+)
+from rlhfv.errors import InputError
+from rlhfv.tiny import build_tiny
+
+from .conftest import fast_config, make_prepared
+
+METRIC_KEYS = {
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "lr",
+    "tokens_per_second",
+    "step",
+    "epoch",
+}
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "idefics3"])
+def test_ddpo_full_finetune_loss_falls_on_a_fixed_batch(tmp_path, arch):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model, processor = build_tiny(arch, seed=0)
+    before = snapshot(model)
+    prepared = make_prepared(processor, n=4)
+    # one global batch of all 4 pairs, no shuffling: the same batch every step
+    result = train_ddpo(fast_config(max_steps=5), model, processor, prepared, tmp_path, progress=False)
+
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 5
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)  # policy == reference
+    assert losses[-1] < losses[0] - 0.05
+    assert result.history[-1]["rewards/margins"] > 0
+    after = result.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("lm_head" in k for k in changed) and any(parameter_group(k) == "vision" for k in changed)
+
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 5 and set(lines[0]) >= METRIC_KEYS
+    assert lines[-1]["tokens_per_second"] > 0
+    # the final model and processor load back through the Auto classes
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    AutoProcessor.from_pretrained(tmp_path)
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, after[name], msg=name)
+    assert (tmp_path / "train_config.yaml").is_file()
+
+
+def test_lora_trains_adapters_only_and_saves_an_adapter(tmp_path, tiny_llava):
+    from peft import PeftModel
+
+    model, processor = tiny_llava
+    base_before = snapshot(model)
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(
+        lora=True, lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=2e-2, max_steps=5
+    )
+    result = train_ddpo(config, model, processor, prepared, tmp_path, progress=False)
+
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] - 0.02
+    peft_model = result.model
+    lora_params = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert lora_params and all(p.requires_grad for p in lora_params.values())
+    # adapters only on the language model's projections
+    assert all(parameter_group(n) == "language" for n in lora_params)
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in lora_params.items())
+    base_after = peft_model.get_base_model()
+    with peft_model.disable_adapter():
+        for name, param in base_after.named_parameters():
+            if "lora_" not in name and ".base_layer." not in name:
+                torch.testing.assert_close(param, base_before[name], msg=name)
+
+    assert (tmp_path / "adapter_model.safetensors").is_file()
+    fresh, _ = build_tiny("llava", seed=0)
+    reloaded = PeftModel.from_pretrained(fresh, tmp_path)
+    for name, param in reloaded.named_parameters():
+        if "lora_" in name:
+            torch.testing.assert_close(param, dict(peft_model.named_parameters())[name], msg=name)
+
+
+def test_lora_with_adapters_disabled_reference_matches_precomputed(tmp_path, tiny_llava):
+    """The base model under disabled adapters is the initial model: same run as a precomputed reference."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    config = dict(lora=True, lora_dropout=0.0, learning_rate=2e-2, max_steps=3)
+    a = train_ddpo(
+        fast_config(**config, reference="adapters_disabled"),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "a",
+        progress=False,
+    )
+    b = train_ddpo(fast_config(**config), model, processor, prepared, tmp_path / "b", progress=False)
+    for ha, hb in zip(a.history, b.history, strict=True):
+        assert ha["loss"] == pytest.approx(hb["loss"], abs=1e-5)
+        assert ha["rewards/margins"] == pytest.approx(hb["rewards/margins"], abs=1e-5)
+
+
+def test_live_reference_model_matches_precomputed(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    a = train_ddpo(
+        fast_config(reference="model", max_steps=3),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "a",
+        progress=False,
+    )
+    b = train_ddpo(fast_config(max_steps=3), model, processor, prepared, tmp_path / "b", progress=False)
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
+
+
+def test_sft_on_chosen_answers(tmp_path):
+    model, processor = build_tiny("qwen2_vl", seed=1)
+    prepared = make_prepared(processor, n=4)
+    result = train_sft(fast_config(max_steps=5), model, processor, prepared, tmp_path, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] - 0.5
+    assert set(result.history[0]) >= {"loss", "logps/chosen", "lr", "tokens_per_second"}
+    # the initial loss is the NLL of the chosen answers only (rejected rows are not trained on)
+    fresh, _ = build_tiny("qwen2_vl", seed=1)
+    from rlhfv.data.collator import PreferenceCollator
+    from rlhfv.ddpo.batches import PreparedPairs, image_transform
+    from rlhfv.ddpo.forward import token_logps
+
+    pairs = PreparedPairs(prepared[0], image_transform("pad", processor.image_processor))
+    batch = PreferenceCollator(processor)([pairs[i] for i in range(4)])
+    with torch.no_grad():
+        logps = token_logps(fresh, batch, mode="plain")
+    chosen_mask = batch["labels"][:4, 1:] != -100
+    expected = -(logps[:4] * chosen_mask).sum() / chosen_mask.sum()
+    assert losses[0] == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_freeze_vision_tower_and_projector(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    before = snapshot(model)
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(freeze_vision_tower=True, freeze_projector=True, max_steps=2)
+    result = train_ddpo(config, model, processor, prepared, tmp_path, progress=False)
+    after = result.model.state_dict()
+    for name, tensor in before.items():
+        moved = not torch.equal(tensor, after[name])
+        if parameter_group(name) in ("vision", "projector"):
+            assert not moved, name
+    assert any(not torch.equal(before[n], after[n]) for n in before if parameter_group(n) == "language")
+
+
+@pytest.mark.parametrize("arch", ["llava", "llava_next", "qwen2_vl", "idefics3"])
+def test_parameter_groups_and_lora_targets_per_architecture(arch):
+    import re
+
+    model, _ = build_tiny(arch)
+    groups = {parameter_group(n) for n, _ in model.named_parameters()}
+    assert groups == {"vision", "projector", "language"}
+    pattern = re.compile(lora_target_regex(model))
+    targets = [n for n, _ in model.named_modules() if pattern.match(n)]
+    assert targets and all(parameter_group(n) == "language" for n in targets)
+    assert {t.rsplit(".", 1)[-1] for t in targets} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    frozen = freeze_parts(model, vision=True, projector=False)
+    assert frozen > 0
+    assert all(not p.requires_grad for n, p in model.named_parameters() if parameter_group(n) == "vision")
+
+
+def test_resume_is_exact(tmp_path, tiny_llava):
+    """Crash after step 3 (checkpoint at 2), resume: the same weights as the uninterrupted run."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=8)
+    config = fast_config(
+        per_device_batch_size=2,
+        gradient_accumulation_steps=2,
+        shuffle=True,
+        max_steps=5,
+        save_steps=2,
+        lr_scheduler="cosine",
+        warmup_ratio=0.2,
+        image_pipeline="random_crop",  # seeded per (epoch, pair): must replay identically
+    )
+    straight = train_ddpo(config, copy.deepcopy(model), processor, prepared, tmp_path / "a", progress=False)
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at_3(state: TrainState):
+        if state.step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_ddpo(
+            config,
+            copy.deepcopy(model),
+            processor,
+            prepared,
+            tmp_path / "b",
+            callbacks=[crash_at_3],
+            progress=False,
+        )
+    assert (tmp_path / "b" / "checkpoint-2" / "training_state").is_dir()
+    resumed = train_ddpo(
+        config,
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "b",
+        resume_from="latest",
+        progress=False,
+    )
+
+    assert resumed.global_step == straight.global_step == 5
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    # the resumed run logged steps 3..5 with the uninterrupted run's numbers
+    tail = {h["step"]: h["loss"] for h in straight.history}
+    for h in resumed.history:
+        assert h["loss"] == pytest.approx(tail[h["step"]], abs=1e-6)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(reference="model", save_steps=2, max_steps=6)
+
+    def poison_after_2(state: TrainState):
+        if state.step == 2:
+            with torch.no_grad():
+                next(model.get_output_embeddings().parameters()).fill_(float("nan"))
+
+    with pytest.raises(InputError) as err:
+        train_ddpo(
+            config,
+            model,
+            processor,
+            prepared,
+            tmp_path,
+            callbacks=[poison_after_2],
+            progress=False,
+            ref_model=copy.deepcopy(model),
+        )
+    message = str(err.value)
+    assert "loss is nan at step 3" in message and "checkpoint-2" in message
+    saved = tmp_path / "checkpoint-2" / "model.safetensors"
+    assert saved.is_file()
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(saved).values())
+    assert not (tmp_path / "model.safetensors").exists()  # no final model from a diverged run
+
+
+def test_too_little_data_is_an_input_error(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    with pytest.raises(InputError, match="fewer than one global batch"):
+        Trainer(
+            fast_config(per_device_batch_size=8), model, processor, make_prepared(processor, 4), tmp_path
+        ).train()
