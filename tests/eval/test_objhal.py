@@ -1,0 +1,143 @@
+"""Object HalBench end to end with a tiny, locally built LLaVA on the shared JPEGs."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rlhfv.cli import main
+from rlhfv.eval.generate import generate_answers, generation_settings
+from rlhfv.eval.objhal import run_object_halbench
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
+IMAGES = sorted((SHARED / "images").glob("*.jpg"))
+PROMPTS = ["Describe this image in detail.", "What is in the picture? Describe it.", "Describe the scene."]
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    from rlhfv.tiny import build_tiny
+
+    return build_tiny("llava", seed=0)
+
+
+@pytest.fixture
+def question_file(tmp_path):
+    """The reference layout: base64 images; image ids borrowed from the 80 annotated images."""
+    ids = [json.loads(line)["id"] for line in COCO80.read_text().splitlines()][: len(IMAGES)]
+    rows = []
+    for i, (image, image_id) in enumerate(zip(IMAGES, ids, strict=True)):
+        encoded = base64.b64encode(image.read_bytes()).decode()
+        # one question by path (relative to the question file), the rest base64
+        if i == 0:
+            (tmp_path / "img0.jpg").write_bytes(image.read_bytes())
+            encoded = "img0.jpg"
+        rows.append(
+            {"image": encoded, "image_id": f"COCO_val2014_{image_id}.jpg", "question": PROMPTS[i % 3]}
+        )
+    path = tmp_path / "objhal.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_generation_is_batch_invariant(tiny_llava):
+    model, processor = tiny_llava
+    settings = generation_settings("reference", max_new_tokens=6)
+    one = generate_answers(model, processor, IMAGES[:3], PROMPTS, batch_size=1, **settings)
+    three = generate_answers(model, processor, IMAGES[:3], PROMPTS, batch_size=3, **settings)
+    assert one == three
+    assert all(isinstance(a, str) and a for a in one)
+
+
+def test_object_halbench_end_to_end(tiny_llava, question_file, tmp_path, capsys):
+    model, processor = tiny_llava
+    out = tmp_path / "run"
+    settings = generation_settings("reference", max_new_tokens=12)
+    result = run_object_halbench(
+        question_file,
+        [COCO80],
+        out_dir=out,
+        model=model,
+        processor=processor,
+        generation=settings,
+        batch_size=3,
+    )
+    assert result.n_responses == len(IMAGES)
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == len(IMAGES) and all(a["response"] for a in answers)
+    # the tiny model's vocabulary is COCO-heavy, so its babble names objects
+    assert result.n_mentions > 0
+    # result.json agrees with scoring the written answers again through the CLI
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["generation"] == settings
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text(
+        "".join(json.dumps({"image_id": a["image_id"], "response": a["response"]}) + "\n" for a in answers)
+    )
+    assert main(["eval", "chair", "--responses", str(responses), "--annotations", str(COCO80), "--json"]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    for key in ("chair_s", "chair_s_mentioned", "chair_i", "recall", "n_responses", "n_mentions"):
+        assert rescored[key] == saved[key]
+    # the report shows every image inline and marks every hallucinated object
+    report = (out / "report.html").read_text()
+    assert report.count('<img src="data:image/jpeg;base64,') == len(IMAGES)
+    n_hal_marks = len(re.findall(r'<mark class="hal"', report))
+    assert n_hal_marks == sum(len(r.hallucinated) for r in result.records)
+
+
+def test_report_escapes_model_text_and_highlights(question_file, tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    first = json.loads(question_file.read_text().splitlines()[0])
+    nasty = "<script>alert(1)</script> A dog & two pizzas near a <b>donut</b>."
+    answers.write_text(json.dumps({"image_id": first["image_id"], "response": nasty}) + "\n")
+    out = tmp_path / "run"
+    result = run_object_halbench(question_file, [COCO80], out_dir=out, answers=answers)
+    assert result.n_responses == 1
+    assert result.problems["missing_answer"]["count"] == len(IMAGES) - 1
+    report = (out / "report.html").read_text()
+    assert "<script>" not in report and html.escape("<script>alert(1)</script>") in report
+    gt = result.records[0].ground_truth
+    for word, cls in (("dog", "dog"), ("pizzas", "pizza"), ("donut", "donut")):
+        kind = "ok" if cls in gt else "hal"
+        assert f'<mark class="{kind}" title="{cls}">{word}</mark>' in report
+
+
+def test_cli_objhal_with_a_saved_model(tiny_llava, question_file, tmp_path, capsys):
+    """The CLI path: AutoModelForImageTextToText / AutoProcessor load a saved tiny model."""
+    model, processor = tiny_llava
+    model_dir = tmp_path / "tiny-llava"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    out = tmp_path / "cli-run"
+    args = [
+        "eval",
+        "objhal",
+        "--questions",
+        str(question_file),
+        "--annotations",
+        str(COCO80),
+        "--model",
+        str(model_dir),
+    ]
+    args += [
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "6",
+        "--num-beams",
+        "1",
+        "--batch-size",
+        "6",
+        "--device",
+        "cpu",
+    ]
+    assert main([*args, "--json", "--limit", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_responses"] == 4
+    assert json.loads((out / "result.json").read_text())["generation"]["num_beams"] == 1
