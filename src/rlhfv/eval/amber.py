@@ -234,3 +234,42 @@ def score_amber(bench: AmberBenchmark, answers: Sequence[tuple[Any, Any]]) -> Am
         n_discriminative=len(disc.get("all", [])),
         problems=problems.as_dict(),
     )
+
+
+def read_amber_queries(path: str | Path) -> list[tuple[int, str, str]]:
+    """(id, image file name, query) from an AMBER query file (``query_all.json`` ...)."""
+    problems = Problems()
+    rows = read_records(path, problems)
+    if problems:
+        raise InputError(problems.lines()[0], path=str(path))
+    out = []
+    for row, obj in rows:
+        try:
+            out.append((int(obj["id"]), str(obj["image"]), str(obj["query"])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"bad query item: {err}", path=str(path), row=row) from err
+    return out
+
+
+def answer_amber(
+    queries: Sequence[tuple[int, str, str]],
+    model: str,
+    image_dir: str | Path,
+    generation: dict[str, Any],
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "auto",
+) -> list[tuple[int, str]]:
+    """(id, response) for every query, generated with a HF vision-language model."""
+    from rlhfv.eval.generate import generate_answers, load_model
+
+    images = [Path(image_dir) / image for _, image, _ in queries]
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} images not found, e.g. {missing[0]}", reason="missing_image")
+    loaded, processor = load_model(model, device=device, dtype=dtype)
+    texts = [q for _, _, q in queries]
+    answers = generate_answers(
+        loaded, processor, [str(p) for p in images], texts, batch_size, progress=True, **generation
+    )
+    return [(i, a) for (i, _, _), a in zip(queries, answers, strict=True)]

@@ -56,12 +56,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--answers", help="JSONL: question_id, answer (default: generate with --model)")
     s.add_argument("--model", help="HF vision-language model to answer the questions")
     s.add_argument("--image-dir", help="directory holding the images named in the questions")
-    _generation_args(s, default_max_new_tokens=16)
+    _generation_args(s, default_max_new_tokens=16, default_preset="greedy")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_pope_score)
 
     p = sub.add_parser("amber", help="AMBER generative (CHAIR, Cover, Hal, Cog) and discriminative metrics")
-    p.add_argument("--answers", required=True, help="JSON list or JSONL: id, response")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--answers", help="JSON list or JSONL: id, response")
+    src.add_argument("--model", help="HF vision-language model to answer --queries")
+    p.add_argument("--queries", help="AMBER query file (id, image, query), with --model")
+    p.add_argument("--image-dir", help="AMBER images, with --model")
+    p.add_argument("--save-answers", metavar="FILE", help="write the generated answers (JSON)")
+    _generation_args(p)
     p.add_argument("--annotations", required=True, help="AMBER annotations.json")
     p.add_argument("--relation", required=True, help="AMBER relation.json (word associations)")
     p.add_argument("--safe-words", help="AMBER safe_words.txt")
@@ -105,11 +111,13 @@ def _endpoint_args(p: argparse.ArgumentParser, *, optional: bool) -> None:
     g.add_argument("--max-retries", type=int, default=4)
 
 
-def _generation_args(p: argparse.ArgumentParser, default_max_new_tokens: int | None = None) -> None:
+def _generation_args(
+    p: argparse.ArgumentParser, default_max_new_tokens: int | None = None, default_preset: str = "reference"
+) -> None:
     from rlhfv.eval.generate import PRESETS
 
     g = p.add_argument_group("generation")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="decoding settings")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=default_preset, help="decoding settings")
     g.add_argument("--num-beams", type=int, help="override the preset")
     g.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens, help="override the preset")
     g.add_argument("--repetition-penalty", type=float, help="override the preset")
@@ -229,10 +237,24 @@ def _pope_score(args: argparse.Namespace) -> int:
 
 
 def _amber(args: argparse.Namespace) -> int:
-    from rlhfv.eval.amber import load_amber, read_amber_answers, score_amber
+    from rlhfv.eval.amber import answer_amber, load_amber, read_amber_answers, read_amber_queries, score_amber
 
     bench = load_amber(args.annotations, args.relation, args.safe_words)
-    result = score_amber(bench, read_amber_answers(args.answers))
+    if args.answers:
+        answers = read_amber_answers(args.answers)
+    else:
+        if not args.queries or not args.image_dir:
+            from rlhfv.errors import InputError
+
+            raise InputError("--model needs --queries and --image-dir")
+        queries = read_amber_queries(args.queries)
+        answers = answer_amber(
+            queries, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
+        )
+        if args.save_answers:
+            with open(args.save_answers, "w", encoding="utf-8") as f:
+                json.dump([{"id": i, "response": r} for i, r in answers], f, indent=1)
+    result = score_amber(bench, answers)
     _print(result.summary(), args.json, problem_lines(result.problems))
     return 0
 
