@@ -208,6 +208,10 @@ def create_app(db: Database, settings: Settings) -> Callable:
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-store"})
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.post("/api/login")
     def login(body: LoginBody, response: Response) -> dict:
         token = service.login(db, body.name, body.password)

@@ -119,63 +119,85 @@ def read_generations(path: Path) -> Iterator[tuple[int, dict]]:
         raise InputError("expected a .jsonl or .parquet file", path=str(path), reason="bad_format")
 
 
-def import_generations(db: Database, path: Path, store: Path, double_share: float = 0.0) -> dict[str, int]:
+def import_generations(
+    db: Database, path: Path, store: Path, double_share: float = 0.0, batch_size: int = 256
+) -> dict[str, int]:
     """Add each row (``image``, ``question``, ``answer``, optional ``id`` and other fields
     kept as source metadata) as a task; rows whose id is already present are skipped.
 
+    The file is checked row by row; a bad row stops the import with an ``InputError``
+    naming it, after the batches before it were committed (a rerun skips those).
     A task is double-annotated when ``sha256(id)`` mapped to [0, 1) is below
     ``double_share``: the same tasks on every run, independent of row order.
     """
     if not 0.0 <= double_share <= 1.0:
         raise InputError("double share must be in [0, 1]", field="double_share", reason="bad_option")
     path = Path(path)
-    added = skipped = 0
+    counts = {"added": 0, "skipped": 0}
+    batch: list[Task] = []
     for row_no, row in read_generations(path):
-        where = {"path": str(path), "row": row_no}
-        for field in ("question", "answer"):
-            value = row.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise InputError("must be a non-empty string", field=field, reason=f"empty_{field}", **where)
-            if len(value) > MAX_TEXT_CHARS:
-                raise InputError(
-                    f"longer than {MAX_TEXT_CHARS} characters", field=field, reason="too_long", **where
-                )
-        data = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
-        try:
-            name = store_image(store, data)
-        except ValueError as err:
-            raise InputError(str(err), field="image", reason="bad_image", **where) from err
-        ext_id = row.get("id")
-        if ext_id is None:
-            digest = hashlib.sha256(data + b"\0" + row["question"].encode() + b"\0" + row["answer"].encode())
-            ext_id = digest.hexdigest()[:16]
-        ext_id = str(ext_id)
-        if len(ext_id) > 200:
-            raise InputError("id longer than 200 characters", field="id", reason="bad_id", **where)
-        source = {
-            k: v
-            for k, v in row.items()
-            if k not in ("image", "image_path", "question", "answer", "id") and _is_json(v)
-        }
-        share_point = int(hashlib.sha256(ext_id.encode()).hexdigest()[:8], 16) / 2**32
-        n = 2 if share_point < double_share else 1
-        with db.write() as s:
-            if s.scalar(select(Task.id).where(Task.external_id == ext_id)) is not None:
-                skipped += 1
-                continue
-            task = Task(
-                external_id=ext_id,
-                image_name=name,
-                question=row["question"],
-                answer=row["answer"],
-                source_json=json.dumps(source),
-                n_annotations=n,
+        batch.append(_task_from_row(row, path, row_no, store, double_share))
+        if len(batch) >= batch_size:
+            _add_tasks(db, batch, counts)
+            batch = []
+    _add_tasks(db, batch, counts)
+    return counts
+
+
+def _task_from_row(row: dict, path: Path, row_no: int, store: Path, double_share: float) -> Task:
+    where = {"path": str(path), "row": row_no}
+    for field in ("question", "answer"):
+        value = row.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError("must be a non-empty string", field=field, reason=f"empty_{field}", **where)
+        if len(value) > MAX_TEXT_CHARS:
+            raise InputError(
+                f"longer than {MAX_TEXT_CHARS} characters", field=field, reason="too_long", **where
             )
+    data = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
+    try:
+        name = store_image(store, data)
+    except ValueError as err:
+        raise InputError(str(err), field="image", reason="bad_image", **where) from err
+    ext_id = row.get("id")
+    if ext_id is None:
+        digest = hashlib.sha256(data + b"\0" + row["question"].encode() + b"\0" + row["answer"].encode())
+        ext_id = digest.hexdigest()[:16]
+    ext_id = str(ext_id)
+    if not ext_id or len(ext_id) > 200:
+        raise InputError("id must have 1-200 characters", field="id", reason="bad_id", **where)
+    source = {
+        k: v
+        for k, v in row.items()
+        if k not in ("image", "image_path", "question", "answer", "id") and _is_json(v)
+    }
+    share_point = int(hashlib.sha256(ext_id.encode()).hexdigest()[:8], 16) / 2**32
+    return Task(
+        external_id=ext_id,
+        image_name=name,
+        question=row["question"],
+        answer=row["answer"],
+        source_json=json.dumps(source),
+        n_annotations=2 if share_point < double_share else 1,
+    )
+
+
+def _add_tasks(db: Database, tasks: list[Task], counts: dict[str, int]) -> None:
+    """Insert the tasks whose id is new (first one wins within the batch) with their slots."""
+    if not tasks:
+        return
+    with db.write() as s:
+        ids = [t.external_id for t in tasks]
+        present = set(s.scalars(select(Task.external_id).where(Task.external_id.in_(ids))))
+        for task in tasks:
+            if task.external_id in present:
+                counts["skipped"] += 1
+                continue
+            present.add(task.external_id)
             s.add(task)
             s.flush()
-            s.add_all([Assignment(task_id=task.id, slot=k, status="open") for k in range(n)])
-        added += 1
-    return {"added": added, "skipped": skipped}
+            s.add_all([Assignment(task_id=task.id, slot=k, status="open") for k in range(task.n_annotations)])
+            counts["added"] += 1
 
 
 def _is_json(value: Any) -> bool:

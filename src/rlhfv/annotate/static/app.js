@@ -247,6 +247,7 @@ function undo() {
   state.edits = prev.edits;
   state.correct = prev.correct;
   renderAll();
+  setStatus("status", `Undone: ${state.edits.length} correction(s).`);
 }
 
 function addEdit() {
@@ -332,7 +333,9 @@ function makeZoomable(viewport, img) {
     apply();
   };
   img.addEventListener("load", fit);
-  window.addEventListener("resize", fit);
+  // refit when the pane changes size (window resize, one column <-> two)
+  if (window.ResizeObserver) new ResizeObserver(fit).observe(viewport);
+  else window.addEventListener("resize", fit);
   viewport.addEventListener("wheel", (ev) => {
     ev.preventDefault();
     const r = viewport.getBoundingClientRect();
@@ -362,7 +365,7 @@ async function loadNext() {
   const res = await api("POST", "/api/next");
   if (!res.ok) return setStatus("status", detail(res), true);
   const task = res.data.assignment;
-  refreshProgress();
+  await refreshProgress();
   if (!task) {
     state.task = null;
     return showOnly("done-view");

@@ -1,0 +1,200 @@
+"""End to end in headless Chromium: log in, correct two segments, submit, export.
+
+The server is the real ``rlhfv annotate serve`` in a subprocess on 127.0.0.1 and a
+free port; tasks and accounts are made with the CLI. Saves docs/img/annotate.png (the
+README's screenshot) and docs/img/annotate-narrow.png.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.annotate.conftest import ANSWERS, IMAGES, PASSWORD, REPO, ServerProcess, cli
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1"> a cat & <b>dog</b>'
+
+# select [start, end) of the answer, as a user's mouse would: a DOM Range over its text
+SELECT_JS = """([start, end]) => {
+  const box = document.getElementById('answer');
+  const at = (off) => {
+    for (const span of box.children) {
+      const s = Number(span.dataset.start), node = span.firstChild;
+      if (node && off >= s && off <= s + node.data.length) return [node, off - s];
+    }
+    throw new Error('offset ' + off);
+  };
+  const range = document.createRange();
+  range.setStart(...at(start));
+  range.setEnd(...at(end));
+  const sel = window.getSelection();
+  sel.removeAllRanges();
+  sel.addRange(range);
+}"""
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    home = tmp_path / "home"
+    gen = tmp_path / "gen.jsonl"
+    rows = [
+        {"id": "apples", "image": str(IMAGES[0]), "question": ANSWERS[0][0], "answer": ANSWERS[0][1]},
+        {"id": "evil", "image": str(IMAGES[1]), "question": EVIL, "answer": EVIL},
+    ]
+    gen.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli("import", str(gen), home=home).returncode == 0
+    for name, role in [("ann", "annotator"), ("rita", "reviewer")]:
+        res = cli("user", "add", name, "--role", role, stdin=PASSWORD + "\n", home=home)
+        assert res.returncode == 0, res.stderr
+    proc = ServerProcess(home).wait_ready()
+    yield proc, home
+    proc.stop()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def wait_until(page, js: str, timeout: float = 15.0) -> None:  # noqa: ANN001
+    """Poll a JS predicate with ``page.evaluate`` (``wait_for_function`` evals a string,
+    which the app's Content-Security-Policy rightly forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(js):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {js}")
+        time.sleep(0.05)
+
+
+def login(page, url: str, name: str) -> None:  # noqa: ANN001
+    page.goto(url)
+    page.fill("#login-name", name)
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+
+
+def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path) -> None:
+    proc, home = server
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # console errors, except the expected 401 of the "am I logged in?" probe before login
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "401" not in m.text else None)
+    login(page, proc.url, "ann")
+    answer = ANSWERS[0][1]  # "There are two red apples and a knife on the wooden table."
+    wait_until(page, "document.getElementById('answer').textContent.includes('apples')")
+    wait_until(page, "document.getElementById('task-image').naturalWidth > 0")
+    assert page.text_content("#progress") == "done 0 · remaining 2"
+
+    # segment 1: mouse-style selection, typed correction, category by click, Enter adds it
+    two = answer.index("two")
+    page.evaluate(SELECT_JS, [two, two + 3])
+    assert page.text_content("#selected") == "two"
+    page.fill("#correction", "one")
+    page.click("#categories button[data-category=number]")
+    page.press("#correction", "Enter")
+    # segment 2: category by keyboard (Alt+4 = attribute in the text box)
+    red = answer.index("red")
+    page.evaluate(SELECT_JS, [red, red + 3])
+    page.fill("#correction", "green")
+    page.press("#correction", "Alt+4")
+    page.press("#correction", "Enter")
+    # a third edit, then undo it with the keyboard
+    knife = answer.index("knife")
+    page.evaluate(SELECT_JS, [knife, knife + 5])
+    page.fill("#correction", "spoon")
+    page.press("#correction", "Enter")
+    assert page.locator("#edit-list li").count() == 3
+    page.press("#correction", "Escape")
+    page.keyboard.press("u")
+    assert page.locator("#edit-list li").count() == 2
+
+    # live diff: original with deletions, corrected with insertions
+    assert page.locator("#diff del").all_text_contents() == ["two", "red"]
+    assert page.locator("#diff ins").all_text_contents() == ["one", "green"]
+    corrected_row = page.locator("#diff .row").nth(1).text_content()
+    assert "There are one1:number green2:attribute apples" in corrected_row
+
+    # the image zooms
+    before = page.get_attribute("#task-image", "style")
+    page.click("#zoom-in")
+    assert page.get_attribute("#task-image", "style") != before
+
+    shots = REPO / "docs" / "img"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "annotate.png"))
+
+    page.keyboard.press("Control+Enter")
+    # the next task is the one with HTML in its text: shown as text, never run
+    wait_until(page, "document.getElementById('question').textContent.includes('<script>')")
+    assert page.text_content("#progress") == "done 1 · remaining 1"
+    assert page.text_content("#answer") == EVIL and page.text_content("#question") == EVIL
+    assert page.locator("#answer img, #answer script, #answer b, #question img").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+    # a narrow window: one column, nothing wider than the window
+    page.set_viewport_size({"width": 420, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    page.screenshot(path=str(shots / "annotate-narrow.png"), full_page=True)
+    assert errors == []
+
+    out = tmp_path / "export.jsonl"
+    res = cli("export", str(out), home=home)
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 1
+    rec = records[0]
+    assert {k: rec[k] for k in ("id", "question", "original", "corrected", "annotator")} == {
+        "id": "apples",
+        "question": ANSWERS[0][0],
+        "original": answer,
+        "corrected": "There are one green apples and a knife on the wooden table.",
+        "annotator": "ann",
+    }
+    assert rec["segments"] == [
+        {
+            "kind": "replace",
+            "original_start": 10,
+            "original_end": 13,
+            "corrected_start": 10,
+            "corrected_end": 13,
+            "category": "number",
+        },
+        {
+            "kind": "replace",
+            "original_start": 14,
+            "original_end": 17,
+            "corrected_start": 14,
+            "corrected_end": 19,
+            "category": "attribute",
+        },
+    ]
+    assert Path(rec["image"]).read_bytes() == IMAGES[0].read_bytes()
+
+    # a reviewer sees the diff and accepts it
+    review = browser.new_page(viewport={"width": 1280, "height": 800})
+    login(review, proc.url, "rita")
+    review.click("#review-queue button")
+    wait_until(review, "document.querySelectorAll('#review-diff ins').length === 2")
+    review.click("#review-accept")
+    wait_until(review, "document.getElementById('review-status').textContent === 'Accepted.'")
+    res = cli("export", str(out), "--accepted-only", home=home)
+    assert json.loads(out.read_text())["source"]["review_status"] == "accepted"
