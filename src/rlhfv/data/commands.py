@@ -1,9 +1,204 @@
-"""`rlhfv` subcommands of rlhfv.data (placeholder until implemented)."""
+"""``rlhfv data``: ``prepare`` (corrections -> prepared preference dataset) and ``show``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this subpackage's subcommands (none yet)."""
+    """Add ``rlhfv data prepare`` and ``rlhfv data show``."""
+    data = subparsers.add_parser(
+        "data",
+        help="prepare dense preference data from corrections; show a record",
+        description="Turn fine-grained corrections into dense preference data, or look at one record.",
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+
+    p = sub.add_parser(
+        "prepare",
+        help="encode corrections for a model's processor and save a prepared dataset",
+        description=(
+            "Read corrections (JSONL, parquet, RLHF-V-Dataset or RLAIF-V-Dataset layout), find the changed "
+            "segments, encode prompt (with the image placeholders expanded by the processor) and both answers, "
+            "mark the changed tokens, and save a datasets folder plus rlhfv_prepared.json. "
+            "Try it: rlhfv data prepare example OUT --processor tiny-llava"
+        ),
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="IN OUT",
+        help="input file or folder (or 'example', the small example shipped with rlhfv) and output folder",
+    )
+    p.add_argument(
+        "--example", action="store_true", help="use the shipped example as input (then give only OUT)"
+    )
+    p.add_argument(
+        "--processor",
+        required=True,
+        help="processor folder (save_pretrained), hub id, or tiny-llava | tiny-llava-next | tiny-qwen2-vl | tiny-idefics3",
+    )
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=5.0,
+        help="weight of changed tokens, stored as the training default (paper: 5)",
+    )
+    p.add_argument(
+        "--alignment",
+        choices=("paper", "reference"),
+        default="paper",
+        help="paper: word-level segments mapped to tokens; reference: the RLHF-V code's token-id diff",
+    )
+    p.add_argument(
+        "--kinds",
+        default="replace,insert,delete",
+        help="change kinds that count as changed, comma-separated (paper alignment; the reference code counts replace only)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest prompt + answer in tokens; longer rows are bad input",
+    )
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "parquet", "rlhf-v", "rlaif-v"),
+        default=None,
+        help="input format (default: sniffed)",
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip bad rows and count them by reason instead of stopping"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=_prepare)
+
+    s = sub.add_parser(
+        "show",
+        help="print one correction with its changed segments highlighted",
+        description="Print one record: [-removed-]{+added+} (coloured on a terminal), with segment categories.",
+    )
+    s.add_argument(
+        "file", metavar="FILE", help="corrections file or folder (any format prepare reads), or 'example'"
+    )
+    s.add_argument("--index", type=int, default=0, help="which record (0-based, in file order)")
+    s.add_argument(
+        "--format",
+        choices=("jsonl", "parquet", "rlhf-v", "rlaif-v"),
+        default=None,
+        help="input format (default: sniffed)",
+    )
+    s.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="ANSI colours (auto: when stdout is a terminal)",
+    )
+    s.set_defaults(func=_show)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from rlhfv.data.prepare import load_processor, prepare
+    from rlhfv.errors import InputError
+
+    paths = list(args.paths)
+    if args.example:
+        paths.insert(0, "example")
+    if len(paths) != 2:
+        raise InputError("give IN and OUT (or --example and OUT)", field="IN OUT", reason="usage")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if args.max_length is not None and args.max_length <= 0:
+        raise InputError("must be a positive number of tokens", field="--max-length", reason="usage")
+    processor = load_processor(args.processor)
+    summary = prepare(
+        paths[0],
+        paths[1],
+        processor,
+        processor_name=args.processor,
+        gamma=args.gamma,
+        alignment=args.alignment,
+        kinds=kinds,
+        max_length=args.max_length,
+        skip_bad=args.skip_bad,
+        input_format=args.format,
+        progress=None if not args.json else False,
+    )
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+        return 0
+    print(f"prepared {summary.rows_written} of {summary.rows_read} rows -> {summary.output}")
+    if summary.rows_skipped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary.skipped_reasons.items())
+        print(f"skipped {summary.rows_skipped} ({reasons})")
+    print(
+        f"changed segments per pair: {summary.mean_changed_segments:.2f}; "
+        f"changed answer tokens: {100 * summary.changed_token_share:.1f}% of {summary.answer_tokens}; "
+        f"longest sequence: {summary.max_sequence_length} tokens; {summary.seconds:.1f} s"
+    )
+    return 0
+
+
+_COLOURS = {"del": "\033[31;9m", "ins": "\033[32;1m", "cat": "\033[2m", "end": "\033[0m"}
+
+
+def render_diff(original: str, corrected: str, segments, *, color: bool) -> str:
+    """``original`` with each segment shown as ``[-old-]{+new+}`` (or red/green ANSI)."""
+    out, pos = [], 0
+    for seg in sorted(segments, key=lambda s: s.original_start):
+        out.append(original[pos : seg.original_start])
+        old, new = seg.original_text(original), seg.corrected_text(corrected)
+        tag = f"<{seg.category}>" if seg.category else ""
+        if color:
+            out.append(
+                (f"{_COLOURS['del']}{old}{_COLOURS['end']}" if old else "")
+                + (f"{_COLOURS['ins']}{new}{_COLOURS['end']}" if new else "")
+                + (f"{_COLOURS['cat']}{tag}{_COLOURS['end']}" if tag else "")
+            )
+        else:
+            out.append((f"[-{old}-]" if old else "") + (f"{{+{new}+}}" if new else "") + tag)
+        pos = seg.original_end
+    out.append(original[pos:])
+    return "".join(out)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rlhfv.data.diff import changed_segments
+    from rlhfv.data.io import image_extension, read_corrections_with_rows
+    from rlhfv.data.prepare import resolve_input
+    from rlhfv.errors import InputError
+
+    if args.index < 0:
+        raise InputError("must be 0 or more", field="--index", reason="usage")
+    path = resolve_input(args.file)
+    found = None
+    for k, item in enumerate(read_corrections_with_rows(path, format=args.format)):
+        if k == args.index:
+            found = item
+            break
+    if found is None:
+        raise InputError(f"has no record {args.index}", path=str(path), field="--index", reason="usage")
+    row, c = found
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    segments = c.segments if c.segments is not None else changed_segments(c.original, c.corrected)
+    image = (
+        f"{len(c.image)} bytes ({image_extension(c.image).lstrip('.')})"
+        if isinstance(c.image, bytes)
+        else c.image
+    )
+    print(f"record {args.index} (row {row}) of {path}" + (f", id {c.id}" if c.id else ""))
+    print(f"image:     {image}")
+    print(f"question:  {c.question}")
+    if c.annotator:
+        print(f"annotator: {c.annotator}")
+    print(f"changes:   {render_diff(c.original, c.corrected, segments, color=color)}")
+    source = "annotator" if c.segments is not None else "diff"
+    print(f"segments:  {len(segments)} (from the {source})")
+    for seg in segments:
+        cat = f" [{seg.category}]" if seg.category else ""
+        print(
+            f"  {seg.kind:<7} {seg.original_text(c.original)!r} -> {seg.corrected_text(c.corrected)!r}{cat}"
+        )
+    return 0

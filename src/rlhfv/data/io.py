@@ -213,6 +213,10 @@ def _from_json_object(obj: Any, base: Path, *, path: str, row: int) -> Correctio
 
 def read_jsonl(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
     """Stream corrections from a JSONL file (one record per line; blank lines skipped)."""
+    return (c for _, c in _jsonl_rows(path, on_error))
+
+
+def _jsonl_rows(path: str | os.PathLike, on_error: OnError) -> Iterator[tuple[int, Correction]]:
     path = Path(path)
     base = path.parent.resolve()
     name = str(path)
@@ -221,7 +225,7 @@ def read_jsonl(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator
             if line.strip():
                 c = _emit(partial(_json_line, line, base, name, lineno), on_error, name, lineno)
                 if c is not None:
-                    yield c
+                    yield lineno, c
 
 
 def _json_line(line: str, base: Path, name: str, lineno: int) -> Correction:
@@ -464,29 +468,39 @@ def _native_row(rec: dict[str, Any], base: Path, name: str, row: int) -> Correct
 
 def _read_parquet_layout(
     path: str | os.PathLike, required: tuple[str, ...], convert: Callable[..., Correction], on_error: OnError
-) -> Iterator[Correction]:
+) -> Iterator[tuple[int, Correction]]:
     for file in _parquet_files(Path(path)):
         _require_columns(file, required)
         name, base = str(file), file.parent.resolve()
         for row, rec in _iter_parquet_rows(file):
             c = _emit(partial(convert, rec, base, name, row), on_error, name, row)
             if c is not None:
-                yield c
+                yield row, c
 
 
 def read_rlhfv_dataset(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
     """Stream the RLHF-V-Dataset layout (``text`` holds question/chosen/rejected as JSON)."""
-    return _read_parquet_layout(path, ("image", "text"), _rlhfv_row, on_error)
+    return (c for _, c in _read_parquet_layout(path, ("image", "text"), _rlhfv_row, on_error))
 
 
 def read_rlaifv_dataset(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
     """Stream the RLAIF-V-Dataset layout (one parquet file or a folder of shards)."""
-    return _read_parquet_layout(path, ("image", "question", "chosen", "rejected"), _rlaifv_row, on_error)
+    return (
+        c
+        for _, c in _read_parquet_layout(
+            path, ("image", "question", "chosen", "rejected"), _rlaifv_row, on_error
+        )
+    )
 
 
 def read_parquet(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
     """Stream rlhfv's own parquet layout (columns ``NATIVE_COLUMNS``; one file or a folder)."""
-    return _read_parquet_layout(path, ("image", "question", "original", "corrected"), _native_row, on_error)
+    return (
+        c
+        for _, c in _read_parquet_layout(
+            path, ("image", "question", "original", "corrected"), _native_row, on_error
+        )
+    )
 
 
 def _image_bytes_of(c: Correction) -> bytes:
@@ -662,26 +676,37 @@ def sniff_format(path: str | os.PathLike) -> str:
     )
 
 
-READERS: dict[str, Callable[..., Iterator[Correction]]] = {
-    "jsonl": read_jsonl,
-    "parquet": read_parquet,
-    "rlhf-v": read_rlhfv_dataset,
-    "rlaif-v": read_rlaifv_dataset,
+_ROW_READERS: dict[str, Callable[[Any, OnError], Iterator[tuple[int, Correction]]]] = {
+    "jsonl": _jsonl_rows,
+    "parquet": lambda p, e: _read_parquet_layout(
+        p, ("image", "question", "original", "corrected"), _native_row, e
+    ),
+    "rlhf-v": lambda p, e: _read_parquet_layout(p, ("image", "text"), _rlhfv_row, e),
+    "rlaif-v": lambda p, e: _read_parquet_layout(
+        p, ("image", "question", "chosen", "rejected"), _rlaifv_row, e
+    ),
 }
+
+
+def read_corrections_with_rows(
+    path: str | os.PathLike, *, format: str | None = None, on_error: OnError = None
+) -> Iterator[tuple[int, Correction]]:
+    """Like :func:`read_corrections`, yielding ``(row, correction)`` with the row number errors use."""
+    fmt = format or sniff_format(path)
+    if fmt not in _ROW_READERS:
+        raise InputError(
+            f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}",
+            path=str(path),
+            reason="unknown_format",
+        )
+    return _ROW_READERS[fmt](path, on_error)
 
 
 def read_corrections(
     path: str | os.PathLike, *, format: str | None = None, on_error: OnError = None
 ) -> Iterator[Correction]:
     """Stream corrections from ``path`` in any of ``FORMATS`` (sniffed when ``format`` is None)."""
-    fmt = format or sniff_format(path)
-    if fmt not in READERS:
-        raise InputError(
-            f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}",
-            path=str(path),
-            reason="unknown_format",
-        )
-    return READERS[fmt](path, on_error=on_error)
+    return (c for _, c in read_corrections_with_rows(path, format=format, on_error=on_error))
 
 
 # ---- exports ---------------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""``rlhfv data prepare`` / ``show`` end to end, through ``rlhfv.cli.main``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rlhfv.cli import main
+from rlhfv.data.collator import PreferenceCollator
+from rlhfv.data.io import read_jsonl
+from rlhfv.data.prepare import EXAMPLE_PATH, load_prepared
+from rlhfv.tiny import build_tiny
+
+JPEG = (Path(__file__).parents[2] / ".." / "shared" / "data" / "images" / "000155304.jpg").resolve()
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    return build_tiny("llava")
+
+
+def test_prepare_example_writes_a_dataset_the_collator_and_model_accept(tmp_path, capsys, tiny_llava):
+    out = tmp_path / "prepared"
+    rc, stdout, _ = _run(
+        capsys, "data", "prepare", "example", out, "--processor", "tiny-llava", "--json", "--gamma", "3"
+    )
+    assert rc == 0
+    summary = json.loads(stdout)
+    assert (
+        summary["rows_read"],
+        summary["rows_written"],
+        summary["rows_skipped"],
+        summary["skipped_reasons"],
+    ) == (
+        8,
+        8,
+        0,
+        {},
+    )
+    ds, meta = load_prepared(out)
+    assert ds.num_rows == 8 and meta["gamma"] == 3.0 and meta["alignment"] == "paper"
+    assert meta["change_kinds"] == ["replace", "insert", "delete"] and meta["processor"] == "tiny-llava"
+    assert len(meta["fingerprint"]) == 64
+
+    # the summary's numbers, recomputed from the saved rows and the example file
+    records = list(read_jsonl(EXAMPLE_PATH))
+    assert summary["mean_changed_segments"] == pytest.approx(
+        sum(len(r.segments) for r in records) / 8, abs=1e-4
+    )
+    answer = changed = 0
+    for row in ds:
+        for side in ("chosen", "rejected"):
+            start = row[f"{side}_labels_start"]
+            answer += len(row[f"{side}_input_ids"]) - start
+            changed += sum(row[f"{side}_changed"][start:])
+    assert summary["changed_token_share"] == pytest.approx(changed / answer, abs=1e-4)
+
+    model, processor = tiny_llava
+    rows = [ds[i] for i in range(3)]
+    batch = PreferenceCollator(processor, gamma=meta["gamma"])(rows)
+    assert batch["pair_index"].tolist() == [0, 1, 2]
+    with torch.no_grad():
+        model(**{k: v for k, v in batch.items() if k not in ("token_weights", "pair_index")})
+    tok = processor.tokenizer
+    for k, rec in enumerate(records[:3]):
+        labelled = batch["labels"][k][batch["labels"][k] != -100].tolist()
+        assert labelled == tok(rec.corrected, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert set(batch["token_weights"].unique().tolist()) == {0.0, 1.0, 3.0}
+
+
+def test_prepare_twice_replaces_and_refuses_foreign_folders(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert _run(capsys, "data", "prepare", "--example", out, "--processor", "tiny-idefics3")[0] == 0
+    rc, stdout, _ = _run(
+        capsys,
+        "data",
+        "prepare",
+        "--example",
+        out,
+        "--processor",
+        "tiny-idefics3",
+        "--alignment",
+        "reference",
+    )
+    assert rc == 0 and "prepared 8 of 8 rows" in stdout
+    assert load_prepared(out)[1]["alignment"] == "reference"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or cache left behind
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    rc, _, err = _run(capsys, "data", "prepare", "example", foreign, "--processor", "tiny-llava")
+    assert rc == 2 and "is not a prepared dataset" in err and (foreign / "notes.txt").exists()
+
+
+def test_processor_from_a_save_pretrained_folder_matches_the_built_in(tmp_path, capsys, tiny_llava):
+    _, processor = tiny_llava
+    processor.save_pretrained(tmp_path / "proc")
+    for name, proc in (("a", tmp_path / "proc"), ("b", "tiny-llava")):
+        assert _run(capsys, "data", "prepare", "example", tmp_path / name, "--processor", proc)[0] == 0
+    a, b = load_prepared(tmp_path / "a")[0], load_prepared(tmp_path / "b")[0]
+    assert a["chosen_input_ids"] == b["chosen_input_ids"] and a["rejected_changed"] == b["rejected_changed"]
+    (tmp_path / "empty").mkdir()
+    rc, _, err = _run(capsys, "data", "prepare", "example", tmp_path / "c", "--processor", tmp_path / "empty")
+    assert rc == 2 and "field --processor: cannot load a processor" in err
+
+
+def _write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+GOOD = {"image": str(JPEG), "question": "What is it?", "original": "a red dog", "corrected": "a blue cat"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "where", "reason"),
+    [
+        ({**GOOD, "image": "missing.jpg"}, "row 2: field image: image file not found", "missing_image"),
+        ({**GOOD, "image": "garbage.jpg"}, "row 2: field image: unreadable image", "unreadable_image"),
+        ({**GOOD, "corrected": "  "}, "row 2: field corrected: answer is empty", "empty_answer"),
+        (
+            {**GOOD, "original": ["a", "list"]},
+            "row 2: field original: answer is list, not a string",
+            "not_a_string",
+        ),
+        (
+            {**GOOD, "corrected": "a red dog"},
+            "row 2: field corrected: corrected answer is identical",
+            "identical_answers",
+        ),
+        ('{"image": "x.jpg", "question"', "row 2: malformed JSON", "malformed_json"),
+        ({**GOOD, "corrected": "a " + "very " * 60 + "blue cat"}, "row 2: field corrected: ", "too_long"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_skip_bad_counts_it(tmp_path, capsys, bad, where, reason):
+    (tmp_path / "garbage.jpg").write_bytes(b"this is not a jpeg")
+    f = _write_jsonl(tmp_path / "in.jsonl", [GOOD, bad, GOOD])
+    rc, _, err = _run(
+        capsys, "data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava", "--max-length", 60
+    )
+    assert rc == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"rlhfv: error: {f}: {where}")
+    rc, stdout, _ = _run(
+        capsys,
+        "data",
+        "prepare",
+        f,
+        tmp_path / "out",
+        "--processor",
+        "tiny-llava",
+        "--max-length",
+        60,
+        "--skip-bad",
+        "--json",
+    )
+    summary = json.loads(stdout)
+    assert rc == 0 and (summary["rows_read"], summary["rows_written"]) == (3, 2)
+    assert summary["skipped_reasons"] == {reason: 1}
+
+
+def test_skip_bad_counts_every_reason(tmp_path, capsys):
+    (tmp_path / "garbage.jpg").write_bytes(b"nope")
+    f = _write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            GOOD,
+            {**GOOD, "image": "missing.jpg"},
+            {**GOOD, "image": "missing2.jpg"},
+            {**GOOD, "image": "garbage.jpg"},
+            {**GOOD, "corrected": ""},
+            "{oops",
+            {**GOOD, "corrected": GOOD["original"]},
+            GOOD,
+        ],
+    )
+    rc, stdout, _ = _run(
+        capsys, "data", "prepare", f, tmp_path / "o", "--processor", "tiny-qwen2-vl", "--skip-bad", "--json"
+    )
+    summary = json.loads(stdout)
+    assert rc == 0
+    assert summary["skipped_reasons"] == {
+        "empty_answer": 1,
+        "identical_answers": 1,
+        "malformed_json": 1,
+        "missing_image": 2,
+        "unreadable_image": 1,
+    }
+    assert (summary["rows_read"], summary["rows_written"], summary["rows_skipped"]) == (8, 2, 6)
+    assert load_prepared(tmp_path / "o")[0]["pair_index"] == [0, 1]
+
+
+def test_all_rows_bad_and_parquet_without_columns(tmp_path, capsys):
+    f = _write_jsonl(tmp_path / "in.jsonl", [{**GOOD, "image": "missing.jpg"}])
+    rc, _, err = _run(capsys, "data", "prepare", f, tmp_path / "o", "--processor", "tiny-llava", "--skip-bad")
+    assert rc == 2 and "no usable rows (skipped missing_image: 1)" in err
+    bad = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"image": [b"x"], "text": [None]}).drop(["text"]), bad)
+    rc, _, err = _run(capsys, "data", "prepare", bad, tmp_path / "o", "--processor", "tiny-llava")
+    assert rc == 2 and str(bad) in err and "columns match no known layout" in err
+    rc, _, err = _run(
+        capsys, "data", "prepare", bad, tmp_path / "o", "--processor", "tiny-llava", "--format", "rlaif-v"
+    )
+    assert rc == 2 and "missing column(s) question, chosen, rejected" in err
+
+
+def test_prepare_reads_the_published_rlaifv_layout(tmp_path, capsys):
+    shard = tmp_path / "RLAIF-V-Dataset_000.parquet"
+    jpeg = JPEG.read_bytes()
+    pq.write_table(
+        pa.table(
+            {
+                "ds_name": ["RLAIF-V"] * 2,
+                "image": pa.array(
+                    [{"bytes": jpeg, "path": None}] * 2,
+                    type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+                ),
+                "question": ["What is shown?", "Describe it."],
+                "chosen": ["a man on a bus", "two cats"],
+                "rejected": ["a woman on a bus", "three cats"],
+                "origin_dataset": ["x"] * 2,
+                "origin_split": ["{}"] * 2,
+                "idx": pa.array([3, 4], type=pa.int64()),
+                "image_path": ["a.jpg", "b.jpg"],
+            }
+        ),
+        shard,
+    )
+    rc, stdout, _ = _run(
+        capsys, "data", "prepare", tmp_path, tmp_path / "out", "--processor", "tiny-llava-next", "--json"
+    )
+    assert rc == 0 and json.loads(stdout)["rows_written"] == 2
+    ds, meta = load_prepared(tmp_path / "out")
+    assert ds["id"] == ["3", "4"] and meta["source_format"] == "rlaif-v"
+
+
+def test_show_highlights_segments_plainly_when_not_a_terminal(tmp_path, capsys):
+    rc, stdout, _ = _run(capsys, "data", "show", "example", "--index", "1")
+    assert rc == 0
+    assert "[-blue-]{+red+}<attribute> roof" in stdout
+    assert "[- A dog is sitting in front of the door.-]<object>" in stdout
+    assert "\033[" not in stdout
+    rc, stdout, _ = _run(capsys, "data", "show", "example", "--index", "1", "--color", "always")
+    assert "\033[31;9mblue\033[0m\033[32;1mred\033[0m" in stdout
+    # records without annotator segments are diffed
+    f = _write_jsonl(tmp_path / "a.jsonl", [GOOD])
+    rc, stdout, _ = _run(capsys, "data", "show", f)
+    assert "a [-red dog-]{+blue cat+}" in stdout and "(from the diff)" in stdout
+    rc, _, err = _run(capsys, "data", "show", f, "--index", "5")
+    assert rc == 2 and "field --index: has no record 5" in err
+
+
+def test_example_file_is_what_the_builder_makes():
+    from tests.data.example_builder import build
+
+    shipped = list(read_jsonl(EXAMPLE_PATH))
+    built = build()
+    assert [(c.id, c.question, c.original, c.corrected, c.segments) for c in shipped] == [
+        (c.id, c.question, c.original, c.corrected, c.segments) for c in built
+    ]
+    assert [c.load_image().tobytes() for c in shipped] == [c.load_image().tobytes() for c in built]
+
+
+def test_help_of_every_data_subcommand(capsys):
+    for argv in (["data", "--help"], ["data", "prepare", "--help"], ["data", "show", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+    assert "rlhfv data prepare example OUT --processor tiny-llava" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_shipped_example_is_self_contained():
+    # images are embedded, so an installed (non-editable) package needs only the .jsonl
+    assert all(isinstance(c.image, bytes) for c in read_jsonl(EXAMPLE_PATH))
