@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class ChairRecord:
     ground_truth: frozenset[str]
     response: str = ""
 
-    @property
+    @cached_property  # read by several metrics
     def hallucinated(self) -> tuple[str, ...]:
         return tuple(c for c in self.mentioned if c not in self.ground_truth)
 
