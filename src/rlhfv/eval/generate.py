@@ -63,7 +63,7 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str = "au
     try:
         processor = AutoProcessor.from_pretrained(name_or_path)
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # missing files, unknown model type
         raise InputError(f"cannot load model: {err}", path=name_or_path, reason="bad_model") from err
     return model.to(device).eval(), processor
 
