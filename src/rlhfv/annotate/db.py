@@ -88,7 +88,7 @@ class Assignment(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "slot"),
         UniqueConstraint("task_id", "annotator_id"),
-        Index("ix_assignments_state", "status", "slot", "task_id"),
+        Index("ix_assignments_state", "status", "task_id", "slot"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))

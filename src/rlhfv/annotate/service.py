@@ -149,7 +149,7 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
                         _claimable(t),
                         ~exists().where(mine.task_id == Assignment.task_id, mine.annotator_id == user.id),
                     )
-                    .order_by(Assignment.slot, Assignment.task_id)
+                    .order_by(Assignment.task_id, Assignment.slot)
                     .limit(8)
                 ).all()
                 if not candidates:
