@@ -11,7 +11,8 @@ import pytest
 
 from rlhfv.cli import main
 from rlhfv.eval.judge import ChatClient
-from rlhfv.eval.mmhal import load_mmhal, parse_rating, score_mmhal
+from rlhfv.eval.metrics import compute_metrics
+from rlhfv.eval.mmhal import MMHAL_METRICS, MMHalRecord, load_mmhal, parse_rating, score_mmhal
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 TEMPLATE = SHARED / "mmhal_bench_template.json"
@@ -44,6 +45,14 @@ def _judge(body):
 )
 def test_parse_rating(reply, expected):
     assert parse_rating(reply) == expected
+
+
+def test_metrics_hand_worked():
+    records = [MMHalRecord("attribute", r) for r in (6, 2, 3, 0)]
+    m = compute_metrics(MMHAL_METRICS, records)
+    assert m["score"] == pytest.approx(11 / 4)
+    assert m["hallucination_rate"] == pytest.approx(2 / 4)  # 2 and 0 are below 3; 3 is not
+    assert {x.name: x.higher_is_better for x in MMHAL_METRICS} == {"score": True, "hallucination_rate": False}
 
 
 def test_scores_against_brute_force_with_bad_replies_counted(judge_server, tmp_path):

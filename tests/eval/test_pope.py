@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhfv.cli import main
-from rlhfv.eval.metrics import BinaryRecord, compute_metrics
+from rlhfv.eval.metrics import BinaryRecord, binary_metrics, compute_metrics
 from rlhfv.eval.pope import (
     POPE_METRICS,
     ImageObjects,
@@ -109,24 +109,25 @@ def test_metrics_hand_worked():
     assert {x.name: x.higher_is_better for x in POPE_METRICS}["yes_ratio"] is None
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.parametrize("positive", ["yes", "no"])  # POPE: "yes"; AMBER discriminative: "no"
+@settings(max_examples=150, deadline=None)
 @given(
-    st.lists(
+    pairs=st.lists(
         st.tuples(st.sampled_from(["yes", "no"]), st.sampled_from(["yes", "no"])), min_size=1, max_size=30
     )
 )
-def test_metrics_match_brute_force(pairs):
+def test_binary_metrics_match_brute_force(positive, pairs):
     records = [BinaryRecord(label, pred) for label, pred in pairs]
-    got = compute_metrics(POPE_METRICS, records)
+    got = compute_metrics(binary_metrics(positive), records)
     n = len(pairs)
     correct = [label == pred for label, pred in pairs]
-    said_yes = [i for i, (_, p) in enumerate(pairs) if p == "yes"]
-    is_yes = [i for i, (label, _) in enumerate(pairs) if label == "yes"]
-    both = set(said_yes) & set(is_yes)
-    precision = len(both) / len(said_yes) if said_yes else math.nan
-    recall = len(both) / len(is_yes) if is_yes else math.nan
+    said = [i for i, (_, p) in enumerate(pairs) if p == positive]
+    truly = [i for i, (label, _) in enumerate(pairs) if label == positive]
+    both = set(said) & set(truly)
+    precision = len(both) / len(said) if said else math.nan
+    recall = len(both) / len(truly) if truly else math.nan
     assert got["accuracy"] == pytest.approx(sum(correct) / n)
-    assert got["yes_ratio"] == pytest.approx(len(said_yes) / n)
+    assert got[f"{positive}_ratio"] == pytest.approx(len(said) / n)
     for name, want in (("precision", precision), ("recall", recall)):
         assert (math.isnan(want) and math.isnan(got[name])) or got[name] == pytest.approx(want)
     if math.isnan(precision) or math.isnan(recall):
