@@ -115,29 +115,21 @@ def test_cli_objhal_with_a_saved_model(tiny_llava, question_file, tmp_path, caps
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     out = tmp_path / "cli-run"
-    args = [
-        "eval",
-        "objhal",
-        "--questions",
-        str(question_file),
-        "--annotations",
-        str(COCO80),
-        "--model",
-        str(model_dir),
-    ]
-    args += [
-        "--out",
-        str(out),
-        "--max-new-tokens",
-        "6",
-        "--num-beams",
-        "1",
-        "--batch-size",
-        "6",
-        "--device",
-        "cpu",
-    ]
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    args += ["--model", str(model_dir), "--out", str(out), "--max-new-tokens", "6", "--num-beams", "1"]
+    args += ["--batch-size", "6", "--device", "cpu", "--dtype", "bfloat16"]  # pixels cast to bf16
     assert main([*args, "--json", "--limit", "4"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_responses"] == 4
     assert json.loads((out / "result.json").read_text())["generation"]["num_beams"] == 1
+
+
+@pytest.mark.parametrize("arch", ["llava_next", "qwen2_vl", "idefics3"])
+def test_generate_answers_works_for_other_architectures(arch):
+    from rlhfv.tiny import build_tiny
+
+    model, processor = build_tiny(arch, seed=0)
+    settings = generation_settings("reference", max_new_tokens=4)
+    batched = generate_answers(model, processor, IMAGES[:3], PROMPTS, batch_size=3, **settings)
+    assert batched == generate_answers(model, processor, IMAGES[:3], PROMPTS, batch_size=1, **settings)
+    assert all(isinstance(a, str) and a for a in batched)
