@@ -348,3 +348,38 @@ def test_unknown_and_missing_paths(tmp_path):
         sniff_format(tmp_path / "a.csv")
     with pytest.raises(InputError, match="no such file"):
         sniff_format(tmp_path / "nope.jsonl")
+
+
+def test_hf_export_from_an_iterable_and_an_edited_file_is_read_again(tmp_path):
+    recs = _records(tmp_path)
+    ds = to_hf_dataset(iter(recs), cache_dir=str(tmp_path / "cache"))
+    assert ds["id"] == ["r1", "r2"]
+    f = tmp_path / "c.jsonl"
+    write_jsonl(recs[:1], f, embed_images=True)
+    assert to_hf_dataset(f, cache_dir=str(tmp_path / "cache")).num_rows == 1
+    write_jsonl(recs, f, embed_images=True)
+    assert to_hf_dataset(f, cache_dir=str(tmp_path / "cache")).num_rows == 2
+
+
+def test_parquet_reading_holds_one_batch_not_the_file(tmp_path):
+    import os
+
+    rows, blob = 4000, 20_000  # 80 MB of image bytes in the file
+    table = pa.table(
+        {
+            "image": pa.array([os.urandom(blob) for _ in range(rows)], type=pa.binary()),
+            "question": ["q"] * rows,
+            "original": ["a cat"] * rows,
+            "corrected": ["a dog"] * rows,
+        }
+    )
+    f = tmp_path / "big.parquet"
+    pq.write_table(table, f, row_group_size=250)
+    del table
+    base = pa.total_allocated_bytes()
+    peak = n = 0
+    for _ in read_parquet(f):
+        n += 1
+        peak = max(peak, pa.total_allocated_bytes() - base)
+    assert n == rows
+    assert peak < 24 * 1024 * 1024  # a batch of 256 rows is ~5 MB (plus a row group read ahead)

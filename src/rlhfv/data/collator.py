@@ -109,8 +109,15 @@ class PreferenceCollator:
     def _images(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        images = [[open_image(row["image"], row=row.get("pair_index"))] for row in rows]
+        images = [[_as_image(row["image"], row.get("pair_index"))] for row in rows]
         # one image per sample (nested lists keep Idefics3 from reading them as one sample)
         out = self.processor.image_processor(images=images, return_tensors="pt")
         # per-image tensors and Qwen2-VL's flattened patches alike: images 0..B-1 twice
         return {k: torch.cat([v, v]) for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def _as_image(value: Any, row: int | None):
+    """A row's image: encoded bytes (prepared data) or an already decoded ``PIL.Image``."""
+    if isinstance(value, bytes | bytearray):
+        return open_image(bytes(value), row=row)
+    return value.convert("RGB")

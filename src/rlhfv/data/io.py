@@ -359,7 +359,8 @@ def _iter_parquet_rows(file: Path, columns: list[str] | None = None) -> Iterator
     """``(row_index, row_dict)`` in record batches, so only a batch is in memory."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(file)
+    # pre_buffer (pyarrow's default) would read the whole file's column chunks at once
+    pf = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
     cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
     row = 0
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
@@ -711,9 +712,49 @@ def read_corrections(
 
 # ---- exports ---------------------------------------------------------------------------
 
+Corrections = str | os.PathLike | Iterable[Correction]
 
-def _hf_rows(path: str) -> Iterator[dict[str, Any]]:
-    for c in read_corrections(path):
+
+class _Source:
+    """A path or an iterable of corrections, handed to ``Dataset.from_generator``.
+
+    One opaque object, not a list: ``datasets`` would treat a list in ``gen_kwargs`` as
+    shards and split it.
+    """
+
+    def __init__(self, source: Corrections):
+        self.path = str(Path(source).resolve()) if isinstance(source, str | os.PathLike) else None
+        self.items = None if self.path is not None else source
+
+    def __iter__(self) -> Iterator[Correction]:
+        return iter(read_corrections(self.path)) if self.path is not None else iter(self.items)
+
+    def generator_kwargs(self, features, cache_dir, **extra) -> dict[str, Any]:
+        import uuid
+
+        kwargs: dict[str, Any] = {
+            "features": features,
+            "cache_dir": cache_dir,
+            "gen_kwargs": {"source": self, **extra},
+        }
+        # a path is fingerprinted by datasets from the arguments; an iterable cannot be
+        # hashed, so it gets a fresh id (no cache reuse)
+        kwargs["fingerprint"] = None if self.path is not None else uuid.uuid4().hex
+        return kwargs
+
+    def __reduce__(self):
+        # datasets hashes gen_kwargs to name its cache: a path hashes with the size and
+        # modification time of its files, so an edited file is read again
+        if self.path is None:
+            return (str, ("<iterable>",))
+        p = Path(self.path)
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        signature = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+        return (_Source, (self.path,), {"signature": signature})
+
+
+def _hf_rows(source: _Source) -> Iterator[dict[str, Any]]:
+    for c in source:
         yield {
             "id": c.id,
             "image": {"bytes": _image_bytes_of(c), "path": None},
@@ -726,12 +767,12 @@ def _hf_rows(path: str) -> Iterator[dict[str, Any]]:
         }
 
 
-def to_hf_dataset(path: str | os.PathLike, *, cache_dir: str | None = None):
-    """The corrections in ``path`` as a ``datasets.Dataset`` (built by a generator, on disk).
+def to_hf_dataset(corrections: Corrections, *, cache_dir: str | None = None):
+    """Corrections (a path in any readable format, or an iterable) as a ``datasets.Dataset``.
 
-    Columns: ``id``, ``image`` (``datasets.Image``), ``question``, ``original``,
-    ``corrected``, ``annotator``, ``segments`` (list of segment structs or null),
-    ``source`` (JSON string).
+    Built by a generator and written to disk in batches, never all in memory. Columns:
+    ``id``, ``image`` (``datasets.Image``), ``question``, ``original``, ``corrected``,
+    ``annotator``, ``segments`` (list of segment structs or null), ``source`` (JSON string).
     """
     import datasets
 
@@ -756,7 +797,7 @@ def to_hf_dataset(path: str | os.PathLike, *, cache_dir: str | None = None):
         }
     )
     return datasets.Dataset.from_generator(
-        _hf_rows, features=features, gen_kwargs={"path": str(Path(path).resolve())}, cache_dir=cache_dir
+        _hf_rows, **_Source(corrections).generator_kwargs(features, cache_dir)
     )
 
 
@@ -777,15 +818,15 @@ def trl_record(c: Correction, *, conversational: bool = True) -> dict[str, Any]:
     return {"images": [image], "prompt": c.question, "chosen": c.corrected, "rejected": c.original}
 
 
-def _trl_rows(path: str, conversational: bool) -> Iterator[dict[str, Any]]:
-    for c in read_corrections(path):
+def _trl_rows(source: _Source, conversational: bool) -> Iterator[dict[str, Any]]:
+    for c in source:
         row = trl_record(c, conversational=conversational)
         row["images"] = [{"bytes": _image_bytes_of(c), "path": None}]
         yield row
 
 
-def to_trl_dataset(path: str | os.PathLike, *, conversational: bool = True, cache_dir: str | None = None):
-    """The corrections in ``path`` as a ``datasets.Dataset`` in TRL's preference format.
+def to_trl_dataset(corrections: Corrections, *, conversational: bool = True, cache_dir: str | None = None):
+    """Corrections (a path or an iterable) as a ``datasets.Dataset`` in TRL's preference format.
 
     Columns ``images`` (list of ``datasets.Image``), ``prompt``, ``chosen``, ``rejected``;
     ready for ``trl.DPOTrainer`` (vanilla DPO, the ``gamma = 1`` baseline).
@@ -798,9 +839,5 @@ def to_trl_dataset(path: str | os.PathLike, *, conversational: bool = True, cach
     else:
         text = {k: datasets.Value("string") for k in ("prompt", "chosen", "rejected")}
     features = datasets.Features({"images": datasets.List(datasets.Image()), **text})
-    return datasets.Dataset.from_generator(
-        _trl_rows,
-        features=features,
-        gen_kwargs={"path": str(Path(path).resolve()), "conversational": conversational},
-        cache_dir=cache_dir,
-    )
+    kwargs = _Source(corrections).generator_kwargs(features, cache_dir, conversational=conversational)
+    return datasets.Dataset.from_generator(_trl_rows, **kwargs)
