@@ -289,3 +289,23 @@ def test_too_little_data_is_an_input_error(tmp_path, tiny_llava):
         Trainer(
             fast_config(per_device_batch_size=8), model, processor, make_prepared(processor, 4), tmp_path
         ).train()
+
+
+def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
+    """batch 1 x accumulation 4 == batch 4 x accumulation 1 (the DPO loss is a mean over pairs)."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    common = dict(max_steps=2, learning_rate=1e-3, forward="plain")
+    a = train_ddpo(
+        fast_config(per_device_batch_size=1, gradient_accumulation_steps=4, **common),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "a",
+        progress=False,
+    )
+    b = train_ddpo(fast_config(**common), model, processor, prepared, tmp_path / "b", progress=False)
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    for name in sa:
+        torch.testing.assert_close(sa[name], sb[name], atol=2e-5, rtol=0, msg=name)

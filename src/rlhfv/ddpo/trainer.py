@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -289,7 +290,7 @@ class Trainer:
 
     def _make_accelerator(self):
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
         trackers = list(self.config.report_to)
         if "wandb" in trackers:
@@ -299,7 +300,10 @@ class Trainer:
                 raise InputError(
                     "report_to wandb needs the wandb package (pip install 'rlhfv[wandb]')", field="report_to"
                 ) from None
-        return Accelerator(
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        accelerator = Accelerator(
+            # torchrun on a machine without GPUs: accelerate needs to be told to use gloo on the CPU
+            cpu=world_size > 1 and not torch.cuda.is_available(),
             mixed_precision=self.config.mixed_precision,
             gradient_accumulation_steps=self.config.gradient_accumulation_steps,
             log_with=trackers or None,
@@ -307,7 +311,15 @@ class Trainer:
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tb")
             ),
             step_scheduler_with_optimizer=False,
+            # vision-language models carry parameters no loss reaches (e.g. CLIP's post_layernorm
+            # when LLaVA reads an inner layer): DDP must be told to expect them
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        if accelerator.num_processes != world_size:
+            raise RuntimeError(
+                f"WORLD_SIZE is {world_size} but accelerate set up {accelerator.num_processes} process(es)"
+            )
+        return accelerator
 
     def _collator(self):
         from rlhfv.data.collator import PreferenceCollator
