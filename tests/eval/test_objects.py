@@ -72,6 +72,7 @@ def test_two_word_phrases_win_over_single_words(coco, text, expected):
         ("He wears a bow tie.", ["tie"]),
         ("A baby elephant walks with an adult elephant.", ["elephant", "elephant"]),
         ("A baby giraffe.", ["giraffe"]),  # not person + giraffe
+        ("A baby kitten and an adult duck.", ["cat", "bird"]),
         ("A baby in a crib.", ["person"]),
         ("A passenger jet over a passenger train.", ["airplane", "train"]),
         ("The passenger waits.", ["person"]),

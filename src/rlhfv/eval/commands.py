@@ -154,13 +154,18 @@ def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
 def _chair(args: argparse.Namespace) -> int:
     from rlhfv.eval.objhal import load_responses, run_chair
 
-    result = run_chair(
-        load_responses(args.responses),
-        args.annotations,
-        synonyms=args.synonyms,
-        client=_client(args) if args.llm_extract else None,
-        progress=not args.json,
-    )
+    client = _client(args) if args.llm_extract else None
+    try:
+        result = run_chair(
+            load_responses(args.responses),
+            args.annotations,
+            synonyms=args.synonyms,
+            client=client,
+            progress=not args.json,
+        )
+    finally:
+        if client is not None:
+            client.close()
     if args.per_response:
         with open(args.per_response, "w", encoding="utf-8") as f:
             for row in result.per_response():
@@ -181,9 +186,22 @@ def _gen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _objhal(args: argparse.Namespace) -> int:
+    client = _client(args) if args.llm_extract else None
+    try:
+        result = _run_objhal(args, client)
+    finally:
+        if client is not None:
+            client.close()
+    _print(result.summary(), args.json, problem_lines(result.problems))
+    if not args.json:
+        print(f"report: {args.out}/report.html")
+    return 0
+
+
+def _run_objhal(args: argparse.Namespace, client: Any):
     from rlhfv.eval.objhal import run_object_halbench
 
-    result = run_object_halbench(
+    return run_object_halbench(
         args.questions,
         args.annotations,
         out_dir=args.out,
@@ -194,13 +212,9 @@ def _objhal(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
-        client=_client(args) if args.llm_extract else None,
+        client=client,
         limit=args.limit,
     )
-    _print(result.summary(), args.json, problem_lines(result.problems))
-    if not args.json:
-        print(f"report: {args.out}/report.html")
-    return 0
 
 
 def _pope_build(args: argparse.Namespace) -> int:

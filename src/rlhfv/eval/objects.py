@@ -127,6 +127,8 @@ class ExtractionRules:
 
 
 _ANIMAL_WORDS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+# young-animal words: "baby kitten" is a cat, not a person and a cat
+_YOUNG_ANIMALS = ("kitten", "puppy", "pup", "lamb", "calf", "foal", "pony", "duck", "duckling", "chick")
 
 
 def _coco_rules() -> ExtractionRules:
@@ -138,7 +140,7 @@ def _coco_rules() -> ExtractionRules:
         "home plate": None,
         "train track": None,
     }
-    for animal in (*_ANIMAL_WORDS, "animal", "cub"):
+    for animal in (*_ANIMAL_WORDS, *_YOUNG_ANIMALS, "animal", "cub"):
         phrases[f"baby {animal}"] = animal
         phrases[f"adult {animal}"] = animal
     return ExtractionRules(phrases=phrases, suppressed_by={"seat": "toilet"})
