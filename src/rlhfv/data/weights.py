@@ -137,12 +137,16 @@ def reference_changed_masks(
 def token_weights(answer_mask, changed, gamma: float):
     """DDPO token weights: ``gamma`` on changed answer tokens, 1 on other answer tokens, 0 elsewhere.
 
-    ``answer_mask`` and ``changed`` are 0/1 tensors (or arrays) of one shape;
-    ``w = answer_mask * (1 + (gamma - 1) * changed)``.
+    ``answer_mask`` and ``changed`` are 0/1 torch tensors of one shape; returns float32
+    ``w = answer_mask * (gamma if changed else 1)`` (selected, not blended, so ``gamma``
+    is exact).
 
     >>> import torch
-    >>> token_weights(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 0, 0]), 5.0)
+    >>> token_weights(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 0, 1]), 5.0)
     tensor([0., 1., 5., 1., 0.])
     """
-    answer = answer_mask.float() if hasattr(answer_mask, "float") else answer_mask.astype("float32")
-    return answer * (1.0 + (float(gamma) - 1.0) * changed * answer_mask)
+    import torch
+
+    answer = answer_mask.bool()
+    w = torch.where(changed.bool(), torch.tensor(float(gamma)), torch.tensor(1.0))
+    return torch.where(answer, w, torch.tensor(0.0)).float()
