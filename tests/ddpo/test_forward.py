@@ -109,6 +109,7 @@ def test_shared_prefix_gradients_equal_plain(arch):
 def test_auto_uses_shared_prefix_when_supported(monkeypatch):
     model, processor = build_tiny("llava")
     batch = make_batch(processor)
+    batch["ids"] = ["pair-a", "pair-b", "pair-c"]  # keys the model does not take are ignored
     calls = []
     real = forward.shared_prefix_token_logps
     monkeypatch.setattr(forward, "shared_prefix_token_logps", lambda m, b: calls.append(1) or real(m, b))

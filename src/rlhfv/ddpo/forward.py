@@ -196,13 +196,13 @@ def shared_prefix_unsupported_reason(model: torch.nn.Module, batch: Mapping[str,
     same = input_ids[:half] == input_ids[half:]
     if not bool((same | (positions >= starts[:half, None])).all()):
         return "chosen and rejected prompts differ"
-    if _split_images(batch, half) is None:
+    if _split_images(model_inputs(model, batch), half) is None:
         return "image inputs are not repeated per pair in the stacked layout"
     return None
 
 
 def _split_images(batch: Mapping[str, torch.Tensor], half: int) -> dict | None:
-    """The image inputs of the chosen rows only (first image of each pair), or None.
+    """The image inputs (of the model's inputs ``batch``) of the chosen rows only, or None.
 
     Row-aligned tensors (leading dim 2B) are halved; Qwen2-VL's flattened ``pixel_values``
     (one row per patch) is cut after the chosen images' patches. Checks that the
@@ -331,8 +331,7 @@ def shared_prefix_token_logps(model: torch.nn.Module, batch: Mapping[str, torch.
     dtype = base.get_input_embeddings().weight.dtype
     mask4d = _block_mask(segments, dtype, additive=attn != "sdpa")
 
-    packed_inputs = dict(_split_images(batch, half) or {})
-    packed_inputs = {k: v for k, v in packed_inputs.items() if k in inputs}
+    packed_inputs = dict(_split_images(inputs, half) or {})
     packed_inputs.update(packed_extra)
     packed_inputs.update(input_ids=packed_ids, attention_mask=mask4d, position_ids=packed_pos)
 
