@@ -213,3 +213,28 @@ def test_shared_prefix_runs_images_and_prefix_once_per_pair(arch):
     lm_shape = seen["lm"][1]["inputs_embeds"].shape
     assert lm_shape[0] == n_pairs
     assert lm_shape[1] < int((lengths[:n_pairs] + lengths[n_pairs:]).max())
+
+
+def test_shared_prefix_under_lora_and_gradient_checkpointing():
+    """A peft-wrapped policy with gradient checkpointing: same log-probs and LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = build_tiny("llava")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    model.train()
+    batch = make_batch(processor)
+    assert shared_prefix_unsupported_reason(model, batch) is None
+    weights = batch["token_weights"][:, 1:]
+    grads, values = {}, {}
+    for mode in ("plain", "shared_prefix"):
+        model.zero_grad()
+        values[mode] = token_logps(model, batch, mode=mode)
+        (values[mode] * weights).sum().backward()
+        grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.testing.assert_close(values["shared_prefix"], values["plain"], atol=1e-5, rtol=0)
+    assert grads["plain"] and all("lora_" in n for n in grads["plain"])
+    for n, g in grads["plain"].items():
+        torch.testing.assert_close(grads["shared_prefix"][n], g, atol=1e-5, rtol=1e-4)
