@@ -295,6 +295,7 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
     """batch 1 x accumulation 4 == batch 4 x accumulation 1 (the DPO loss is a mean over pairs)."""
     model, processor = tiny_llava
     prepared = make_prepared(processor, n=4)
+    initial = snapshot(model)
     common = dict(max_steps=2, learning_rate=1e-3, forward="plain")
     a = train_ddpo(
         fast_config(per_device_batch_size=1, gradient_accumulation_steps=4, **common),
@@ -307,5 +308,10 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
     b = train_ddpo(fast_config(**common), model, processor, prepared, tmp_path / "b", progress=False)
     assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
     sa, sb = a.model.state_dict(), b.model.state_dict()
+    # Adam's first updates are ~lr * sign(g): padding-dependent float noise in near-zero
+    # gradients shows up at ~1e-5, a wrong batch or loss scale at the update size (~1e-3)
+    assert max((sb[n] - initial[n]).abs().max().item() for n in sb) > 1e-3
     for name in sa:
-        torch.testing.assert_close(sa[name], sb[name], atol=2e-5, rtol=0, msg=name)
+        torch.testing.assert_close(
+            sa[name], sb[name], atol=1e-4, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
+        )
