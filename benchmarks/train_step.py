@@ -286,7 +286,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     ours = rlhfv_batch(pairs, processor)
     tokens = int(ours["attention_mask"].sum())
     if gpu:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     extra: dict = {}
     if variant == "trl":

@@ -220,7 +220,7 @@ def test_shared_prefix_under_lora_and_gradient_checkpointing():
     from peft import LoraConfig, get_peft_model
 
     model, processor = build_tiny("llava")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(
         model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     )
