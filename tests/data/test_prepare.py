@@ -140,7 +140,16 @@ GOOD = {"image": str(JPEG), "question": "What is it?", "original": "a red dog", 
             "identical_answers",
         ),
         ('{"image": "x.jpg", "question"', "row 2: malformed JSON", "malformed_json"),
-        ({**GOOD, "corrected": "a " + "very " * 60 + "blue cat"}, "row 2: field corrected: ", "too_long"),
+        (
+            {**GOOD, "corrected": "a " + "very " * 60 + "blue cat"},
+            "row 2: field corrected: ",
+            "too_long",
+        ),
+        (
+            {**GOOD, "corrected": "a <image> cat"},
+            "row 2: field corrected: answer contains",
+            "placeholder_in_answer",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_skip_bad_counts_it(tmp_path, capsys, bad, where, reason):
@@ -152,6 +161,8 @@ def test_bad_input_is_one_line_exit_2_and_skip_bad_counts_it(tmp_path, capsys, b
     assert rc == 2
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"rlhfv: error: {f}: {where}")
+    if reason == "too_long":
+        assert "tokens with the prompt, over the limit of 60" in err
     rc, stdout, _ = _run(
         capsys,
         "data",
@@ -285,3 +296,22 @@ def test_help_of_every_data_subcommand(capsys):
 def test_shipped_example_is_self_contained():
     # images are embedded, so an installed (non-editable) package needs only the .jsonl
     assert all(isinstance(c.image, bytes) for c in read_jsonl(EXAMPLE_PATH))
+
+
+def test_kinds_option_limits_what_counts_as_changed(tmp_path, capsys):
+    f = _write_jsonl(tmp_path / "in.jsonl", [{**GOOD, "original": "a red dog", "corrected": "a red big dog"}])
+    for kinds, name in (("replace,insert,delete", "all"), ("replace", "replace")):
+        rc = _run(
+            capsys, "data", "prepare", f, tmp_path / name, "--processor", "tiny-llava", "--kinds", kinds
+        )[0]
+        assert rc == 0
+    all_kinds, meta_all = load_prepared(tmp_path / "all")
+    replace_only, meta = load_prepared(tmp_path / "replace")
+    assert meta["change_kinds"] == ["replace"] and meta_all["change_kinds"] == ["replace", "insert", "delete"]
+    start = all_kinds[0]["chosen_labels_start"]
+    assert all_kinds[0]["chosen_changed"][start:] == [0, 0, 1, 0, 0]  # a red [big] dog </s>
+    assert replace_only[0]["chosen_changed"][start:] == [0, 0, 0, 0, 0]
+    rc, _, err = _run(
+        capsys, "data", "prepare", f, tmp_path / "x", "--processor", "tiny-llava", "--kinds", "swap"
+    )
+    assert rc == 2 and "field --kinds" in err

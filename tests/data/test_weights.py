@@ -146,3 +146,68 @@ def test_weights_are_gamma_on_changed_answer_tokens_one_on_other_answer_tokens_z
     for k, (is_answer, is_changed) in enumerate(flags):
         expected = (gamma if is_changed else 1.0) if is_answer else 0.0
         assert w[k].item() == pytest.approx(expected)
+
+
+# ---- sub-word tokenizers whose offsets carry the leading space (Llama-, GPT-style) --------
+
+_CORPUS = [
+    "There are two red dogs on the green grass.",
+    "A blue car is parked next to a tall tree, near one cat sitting.",
+    "the big cat and the small dog",
+] * 20
+
+
+@pytest.fixture(scope="module", params=["metaspace", "bytelevel"])
+def subword_tokenizer(request):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if request.param == "metaspace":  # SentencePiece-like: "▁red" covers " red"
+        pre, alphabet, size = pre_tokenizers.Metaspace(), [], 150
+    else:  # GPT-2-like byte level
+        pre, alphabet, size = (
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+            pre_tokenizers.ByteLevel.alphabet(),
+            400,
+        )
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre
+    backend.train_from_iterator(
+        _CORPUS,
+        trainers.BpeTrainer(vocab_size=size, special_tokens=["<unk>", "</s>"], initial_alphabet=alphabet),
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
+
+
+def test_an_insertion_does_not_mark_the_next_word_through_its_leading_space(subword_tokenizer):
+    original, corrected = "the cat and the dog", "the big cat and the dog"
+    segs = changed_segments(original, corrected)
+    enc = subword_tokenizer(corrected, add_special_tokens=False, return_offsets_mapping=True)
+    mask = changed_token_mask(enc["offset_mapping"], corrected, segs, "corrected")
+    marked = "".join(corrected[s:e] for (s, e), m in zip(enc["offset_mapping"], mask, strict=True) if m)
+    assert marked.strip() == "big"
+
+
+@settings(max_examples=60, deadline=None)
+@given(_sentence, _sentence)
+def test_subword_tokens_marked_iff_they_share_a_non_space_character_with_a_change(subword_tokenizer, a, b):
+    segs = changed_segments(a, b)
+    for side, text in (("original", a), ("corrected", b)):
+        offsets = subword_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        mask = changed_token_mask(offsets, text, segs, side)
+        spans = [
+            (s.original_start, s.original_end) if side == "original" else (s.corrected_start, s.corrected_end)
+            for s in segs
+        ]
+        for (ts, te), m in zip(offsets, mask, strict=True):
+            shares = any(
+                not text[i].isspace() and any(lo <= i < hi for lo, hi in spans) for i in range(ts, te)
+            )
+            assert m == int(shares)
+        # every changed word is covered by some marked token
+        for lo, hi in spans:
+            for i in range(lo, hi):
+                if not text[i].isspace():
+                    assert any(m and ts <= i < te for (ts, te), m in zip(offsets, mask, strict=True))

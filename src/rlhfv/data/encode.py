@@ -130,10 +130,22 @@ def encode_correction(
     kind (the annotator's segments when the record has them, else
     :func:`changed_segments`); ``"reference"`` marks what the RLHF-V reference code's
     token-id diff marks (``kinds`` is then ignored: it counts replacements only).
-    Raises :class:`InputError` for an unreadable image or a sequence over ``max_length``.
+    Raises :class:`InputError` for an unreadable image, an answer containing the image
+    placeholder, or a sequence over ``max_length``.
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
+    placeholder = image_token(processor)
+    for field, text in (("corrected", correction.corrected), ("original", correction.original)):
+        if placeholder and isinstance(text, str) and placeholder in text:
+            # it would become an image token the model tries to fill with image features
+            raise InputError(
+                f"answer contains the image placeholder {placeholder!r}",
+                path=path,
+                row=row,
+                field=field,
+                reason="placeholder_in_answer",
+            )
     data = image_bytes(correction, path=path, row=row)
     image = open_image(data, path=path, row=row)
     prompt = prompt_ids(processor, image, correction.question)
