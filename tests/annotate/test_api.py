@@ -128,9 +128,11 @@ def test_next_task_is_locked_to_one_annotator_and_kept(env) -> None:
     assert ann.get("/api/me").json()["progress"] == {"done": 0, "returned": 0, "remaining": 5}
 
 
-def test_concurrent_claims_never_share_a_task(db_url, tmp_path) -> None:
-    """Eight annotators claim at once, repeatedly, over four tasks: each task has at most one holder."""
-    env = make_env(db_url, tmp_path, n_tasks=4)
+@pytest.mark.parametrize("n_tasks", [4, 12])
+def test_concurrent_claims_never_share_a_task(db_url, tmp_path, n_tasks: int) -> None:
+    """Eight annotators claim at the same moment: no task has two holders, and nobody is
+    told "no task" while one is free (4 tasks: four get one; 12 tasks: all eight do)."""
+    env = make_env(db_url, tmp_path, n_tasks=n_tasks)
     names = [f"ann{i}" for i in range(8)]
     for name in names:
         service.add_user(env.db, name, "annotator", PASSWORD)
@@ -147,10 +149,13 @@ def test_concurrent_claims_never_share_a_task(db_url, tmp_path) -> None:
         with ThreadPoolExecutor(len(names)) as pool:
             results = list(pool.map(grab, names))
     held = [t for t in results if t is not None]
-    assert len(held) == 4 and len(set(held)) == 4  # all four tasks out, none twice
+    assert len(held) == min(n_tasks, 8) and len(set(held)) == len(held)
     with env.db.read() as s:
-        owners = s.execute(select(Assignment.task_id, Assignment.annotator_id)).all()
-    assert len({t for t, _ in owners}) == len(owners) == 4
+        owners = s.execute(
+            select(Assignment.task_id, Assignment.annotator_id).where(Assignment.status == "locked")
+        ).all()
+    assert sorted(t for t, _ in owners) == sorted(held)
+    assert len({a for _, a in owners}) == len(owners)  # one task per annotator
     env.db.dispose()
 
 

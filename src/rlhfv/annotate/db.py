@@ -10,9 +10,10 @@ Times are stored as float seconds since the epoch: the same on every backend.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import (
     Boolean,
@@ -158,6 +159,7 @@ class Database:
         else:
             self.engine = create_engine(self.url, pool_size=20, max_overflow=40, pool_pre_ping=True)
         self._read_engine = self.engine.execution_options(rlhfv_read_only=True)
+        self._write_lock = threading.Lock() if self.is_sqlite else nullcontext()
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -168,7 +170,9 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A read-write transaction, committed on success (durable when this returns)."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        # SQLite has one writer at a time; queueing this process's writers on a lock hands
+        # over at once, where SQLite's busy handler would poll with sleeps of up to 100 ms
+        with self._write_lock, Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager

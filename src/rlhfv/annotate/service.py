@@ -7,6 +7,7 @@ returns plain data, so the web routes, the CLI and the tests call the same code.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -121,9 +122,12 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
 
     A task returned by review or one the user already holds comes first. Otherwise the
     first claimable slot is taken with a conditional UPDATE (``WHERE`` still claimable):
-    of two annotators racing for it, exactly one UPDATE matches a row.
+    of two annotators racing for it, exactly one UPDATE matches a row; the unique
+    ``(task_id, annotator_id)`` stops one user from holding both slots of a task.
     """
-    for _attempt in range(20):
+    for attempt in range(50):
+        if attempt:
+            time.sleep(min(0.002 * attempt, 0.05))  # let the concurrent claims commit
         t = now()
         try:
             with db.write() as s:
@@ -143,28 +147,29 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
                     )
                     return held
                 mine = aliased(Assignment)
-                candidates = s.scalars(
-                    select(Assignment.id)
-                    .where(
-                        _claimable(t),
-                        ~exists().where(mine.task_id == Assignment.task_id, mine.annotator_id == user.id),
-                    )
-                    .order_by(Assignment.task_id, Assignment.slot)
-                    .limit(8)
-                ).all()
-                if not candidates:
-                    return None
-                for aid in candidates:
-                    won = s.execute(
-                        update(Assignment)
-                        .where(Assignment.id == aid, _claimable(t))
-                        .values(
-                            status="locked", annotator_id=user.id, locked_at=t, expires_at=t + lock_seconds
-                        )
-                        .execution_options(synchronize_session=False)
-                    ).rowcount
-                    if won == 1:
-                        return aid
+                claimable = select(Assignment.id).where(
+                    _claimable(t),
+                    ~exists().where(mine.task_id == Assignment.task_id, mine.annotator_id == user.id),
+                )
+                # PostgreSQL: lock the first claimable row nobody else is locking (a queue
+                # pop); SQLite ignores FOR UPDATE, its writers are serial anyway
+                aid = s.scalar(
+                    claimable.order_by(Assignment.task_id, Assignment.slot)
+                    .limit(1)
+                    .with_for_update(skip_locked=True, of=Assignment)
+                )
+                if aid is None:
+                    if s.scalar(claimable.limit(1)) is None:
+                        return None
+                    continue  # all claimable rows are being claimed by others right now: look again
+                won = s.execute(
+                    update(Assignment)
+                    .where(Assignment.id == aid, _claimable(t))
+                    .values(status="locked", annotator_id=user.id, locked_at=t, expires_at=t + lock_seconds)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if won == 1:
+                    return aid
         except IntegrityError:
             # the user already holds the other slot of this task (a concurrent claim): retry
             continue
