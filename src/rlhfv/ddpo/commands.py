@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model directory or Hugging Face hub id (image-text-to-text)")
+    parser.add_argument(
+        "--model",
+        help="model directory or Hugging Face hub id (image-text-to-text), or tiny-llava etc. to try it out",
+    )
     parser.add_argument("--data", help="prepared data directory (`rlhfv data prepare`)")
     parser.add_argument("--output", help="output directory (checkpoints, metrics.jsonl, final model)")
     parser.add_argument("--config", help="training YAML (see configs/paper.yaml, configs/reference.yaml)")
@@ -81,8 +84,21 @@ def _resolve_config(args: argparse.Namespace):
     return load_config(args.config, overrides, preset=args.preset)
 
 
+TINY_MODELS = {
+    "tiny-llava": "llava",
+    "tiny-llava-next": "llava_next",
+    "tiny-qwen2-vl": "qwen2_vl",
+    "tiny-idefics3": "idefics3",
+}
+
+
 def load_model(name: str, dtype: str = "float32"):
-    """``(model, processor)`` through the Auto classes; a missing path or id is an InputError."""
+    """``(model, processor)`` through the Auto classes; a missing path or id is an InputError.
+
+    ``tiny-llava`` | ``tiny-llava-next`` | ``tiny-qwen2-vl`` | ``tiny-idefics3`` build the
+    randomly initialised tiny models of ``rlhfv.tiny`` (the processors match
+    ``rlhfv data prepare --processor tiny-...``), for trying the commands on a CPU.
+    """
     from pathlib import Path
 
     import torch
@@ -90,6 +106,11 @@ def load_model(name: str, dtype: str = "float32"):
 
     from rlhfv.errors import InputError
 
+    if name in TINY_MODELS and not Path(name).exists():
+        from rlhfv.tiny import build_tiny
+
+        model, processor = build_tiny(TINY_MODELS[name])
+        return model.train(), processor
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
         processor = AutoProcessor.from_pretrained(name)

@@ -12,6 +12,7 @@ last. The resolved config is written to ``OUTPUT/train_config.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
@@ -188,6 +189,12 @@ class TrainConfig:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             elif kind.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            elif kind == "str" and value is False and "no" in f.metadata.get("choices", ()):
+                value = "no"  # YAML 1.1 reads a bare `no` as false
+            elif kind.startswith("float") and isinstance(value, str):
+                # YAML 1.1 reads "1e-3" (no dot) as a string
+                with contextlib.suppress(ValueError):
+                    value = float(value)
             expected = {"float": (float,), "int": (int,), "bool": (bool,), "str": (str,)}.get(
                 kind.split(" ")[0]
             )

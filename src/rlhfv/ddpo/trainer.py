@@ -529,6 +529,8 @@ class Trainer:
         pairs = self._pairs(config.image_pipeline)
         batches = self._batches(pairs, collator, accelerator, step, steps_per_epoch)
         metrics_file = self.output_dir / "metrics.jsonl"
+        if accelerator.is_main_process:
+            _truncate_metrics(metrics_file, step)
         bar = tqdm(
             total=total_steps,
             initial=step,
@@ -631,6 +633,18 @@ def _check_finite(
             field="loss",
             reason="non_finite_loss",
         )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the logged steps up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _checkpoint_dirs(output_dir: Path) -> list[Path]:
