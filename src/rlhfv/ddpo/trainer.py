@@ -3,7 +3,7 @@
 Python API (the CLI ``rlhfv train`` / ``rlhfv sft`` is a thin shell over it)::
 
     from rlhfv.ddpo.config import TrainConfig
-    from rlhfv.ddpo.trainer import train_ddpo, train_sft
+    from rlhfv.ddpo.trainer import train_ddpo, train_sft  # train_sft lives in rlhfv.ddpo.sft
 
     config = TrainConfig(max_steps=100, mixed_precision="no")          # paper defaults otherwise
     sft = train_sft(config, model, processor, "data/prepared", output_dir="runs/sft")
@@ -77,6 +77,7 @@ from rlhfv.ddpo.reference import (
     reference_fingerprint,
     write_reference_cache,
 )
+from rlhfv.ddpo.sft import train_sft  # re-exported: the API names both stages here
 from rlhfv.errors import InputError
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -117,6 +118,8 @@ class TrainResult:
 
 Callback = Callable[[TrainState], "bool | None"]
 
+__all__ = ["Trainer", "TrainResult", "TrainState", "train_ddpo", "train_sft"]
+
 
 # ------------------------------------------------------------------ public entry points
 
@@ -131,18 +134,6 @@ def train_ddpo(
 ) -> TrainResult:
     """Dense DPO training; see the module docstring and ``Trainer`` for ``kwargs``."""
     return Trainer(config, model, processor, prepared, output_dir, objective="ddpo", **kwargs).train()
-
-
-def train_sft(
-    config: TrainConfig,
-    model: torch.nn.Module,
-    processor: Any,
-    prepared: str | Path | tuple[Any, Mapping[str, Any]],
-    output_dir: str | Path,
-    **kwargs: Any,
-) -> TrainResult:
-    """Supervised fine-tuning on the chosen answers (the paper's first stage); same machinery."""
-    return Trainer(config, model, processor, prepared, output_dir, objective="sft", **kwargs).train()
 
 
 # ------------------------------------------------------------------ model preparation
