@@ -157,3 +157,43 @@ def test_weights_are_gamma_exactly_on_tokens_overlapping_changes(llava_processor
         keep = batch["labels"][k] != -100
         assert batch["token_weights"][k][keep].tolist() == pytest.approx(expected)
         assert (batch["token_weights"][k][~keep] == 0).all()
+
+
+def _jpeg(size, colour) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_prompt_encoder_cache_gives_exactly_the_processors_ids(arch):
+    from rlhfv.data.encode import PromptEncoder, open_image, prompt_ids
+
+    _, processor = build_tiny(arch)
+    if arch == "qwen2_vl":  # let the patch grid follow the image size
+        processor.image_processor.size = {"shortest_edge": 8 * 8, "longest_edge": 64 * 64}
+    encoder = PromptEncoder(processor, check_every=5)
+    sizes = [(40, 30), (30, 40), (64, 16), (100, 100), (40, 30)]
+    questions = ["What is in the image?", "<image>\nDescribe the picture in detail.", "How many dogs?"]
+    expansions = set()
+    for k in range(15):
+        data = _jpeg(sizes[k % len(sizes)], ("red", "blue", "green")[k % 3])
+        question = questions[k % len(questions)]
+        full = prompt_ids(processor, open_image(data), question)
+        assert encoder(data, question) == full
+        expansions.add(full.count(processor.tokenizer.convert_tokens_to_ids(processor.image_token)))
+    assert encoder.enabled
+    assert encoder.full_runs < 15  # the cache was used
+    if arch in ("llava_next", "qwen2_vl"):
+        assert len(expansions) > 1  # the number of image tokens does depend on the size
+
+
+def test_truncated_jpeg_is_an_unreadable_image():
+    from rlhfv.data.encode import image_size
+    from rlhfv.errors import InputError
+
+    data = (IMAGES / "000122635.jpg").read_bytes()
+    assert image_size(data) == (448, 336)
+    with pytest.raises(InputError, match="unreadable image") as info:
+        image_size(data[: len(data) // 2])
+    assert info.value.reason == "unreadable_image"

@@ -75,15 +75,120 @@ def render_prompt(processor, question: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def _prompt_text(processor, question: str) -> tuple[str, bool]:
+    prompt = render_prompt(processor, question)
+    bos = processor.tokenizer.bos_token
+    # templates that write the bos token themselves must not get a second one
+    return prompt, not (bos and prompt.startswith(bos))
+
+
 def prompt_ids(processor, image, question: str) -> list[int]:
     """Token ids of the rendered prompt with the image placeholder(s) expanded by the processor."""
-    prompt = render_prompt(processor, question)
-    tokenizer = processor.tokenizer
-    # templates that write the bos token themselves must not get a second one
-    add_special = not (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token))
+    prompt, add_special = _prompt_text(processor, question)
     out = processor(images=[image], text=[prompt], add_special_tokens=add_special)
     ids = out["input_ids"][0]
     return ids.tolist() if hasattr(ids, "tolist") else list(ids)
+
+
+def image_size(data: bytes, *, path: str | None = None, row: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of encoded image bytes, after checking they decode.
+
+    JPEGs are decoded at 1/8 scale (``draft``): a truncated or corrupt file still fails,
+    at a fraction of the cost of a full decode.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+            if im.format == "JPEG":
+                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()
+            return size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise InputError(
+            f"unreadable image ({err})", path=path, row=row, field="image", reason="unreadable_image"
+        ) from None
+
+
+class PromptEncoder:
+    """:func:`prompt_ids` with the image placeholder's expansion cached per image size.
+
+    Running the processor's image pipeline for every row only to count image tokens is
+    most of ``prepare``'s time. The expansion of the placeholder depends on the image's
+    size, not its pixels (LLaVA: fixed; LLaVA-NeXT: its grid; Qwen2-VL: its resized
+    patch grid; Idefics3: its tiles), so for each new size the processor runs in full
+    and the expanded span is learnt; later prompts with an image of that size are
+    tokenised as text and get the span spliced in. The first reuse for each size and
+    every ``check_every``-th call are checked against the full processor; any mismatch
+    turns the cache off for good (``self.enabled``), so results always equal
+    :func:`prompt_ids`.
+    """
+
+    def __init__(self, processor, *, check_every: int = 64):
+        self.processor = processor
+        self.check_every = check_every
+        self.enabled = True
+        self.calls = 0
+        self.full_runs = 0
+        self._expansions: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+        self._checked: set[tuple[int, int]] = set()
+        tokenizer = processor.tokenizer
+        token = image_token(processor)
+        self._image_id = tokenizer.convert_tokens_to_ids(token) if token else None
+
+    def __call__(
+        self, data: bytes, question: str, *, path: str | None = None, row: int | None = None
+    ) -> list[int]:
+        self.calls += 1
+        size = image_size(data, path=path, row=row)
+        prompt, add_special = _prompt_text(self.processor, question)
+        cached = self._expansions.get(size) if self.enabled else None
+        fast = self._splice(prompt, add_special, cached) if cached else None
+        must_check = size not in self._checked or self.calls % self.check_every == 0
+        if fast is not None and not must_check:
+            return fast
+        full = self._full(data, question, path, row)
+        if fast is not None:
+            self._checked.add(size)
+            if fast != full:
+                self.enabled = False  # this processor's expansion is not a function of size
+        elif self.enabled and size not in self._expansions:
+            learnt = self._learn(prompt, add_special, full)
+            if learnt is None:
+                self.enabled = False
+            else:
+                self._expansions[size] = learnt
+        return full
+
+    def _full(self, data, question, path, row) -> list[int]:
+        self.full_runs += 1
+        return prompt_ids(self.processor, open_image(data, path=path, row=row), question)
+
+    def _raw(self, prompt: str, add_special: bool) -> list[int]:
+        return list(self.processor.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+
+    def _learn(self, prompt: str, add_special: bool, full: list[int]) -> tuple[list[int], list[int]] | None:
+        """``(raw span, expanded span)``: raw = A + R + B and full = A + E + B, R around the placeholder."""
+        raw = self._raw(prompt, add_special)
+        if self._image_id is None or raw.count(self._image_id) != 1:
+            return None
+        at = raw.index(self._image_id)
+        after = len(raw) - at - 1
+        if full[:at] != raw[:at] or (after and full[-after:] != raw[-after:]):
+            return None
+        return [self._image_id], full[at : len(full) - after]
+
+    def _splice(
+        self, prompt: str, add_special: bool, learnt: tuple[list[int], list[int]]
+    ) -> list[int] | None:
+        raw = self._raw(prompt, add_special)
+        if raw.count(self._image_id) != 1:
+            return None
+        at = raw.index(self._image_id)
+        return raw[:at] + learnt[1] + raw[at + 1 :]
 
 
 def check_segments(
@@ -117,6 +222,7 @@ def encode_correction(
     max_length: int | None = None,
     path: str | None = None,
     row: int | None = None,
+    prompt_encoder: PromptEncoder | None = None,
 ) -> dict[str, Any]:
     """One prepared row for ``correction``.
 
@@ -130,7 +236,8 @@ def encode_correction(
     kind (the annotator's segments when the record has them, else
     :func:`changed_segments`); ``"reference"`` marks what the RLHF-V reference code's
     token-id diff marks (``kinds`` is then ignored: it counts replacements only).
-    Raises :class:`InputError` for an unreadable image, an answer containing the image
+    ``prompt_encoder`` (a :class:`PromptEncoder` for ``processor``) makes a long run faster
+    with identical results. Raises :class:`InputError` for an unreadable image, an answer containing the image
     placeholder, or a sequence over ``max_length``.
     """
     if alignment not in ALIGNMENTS:
@@ -147,8 +254,10 @@ def encode_correction(
                 reason="placeholder_in_answer",
             )
     data = image_bytes(correction, path=path, row=row)
-    image = open_image(data, path=path, row=row)
-    prompt = prompt_ids(processor, image, correction.question)
+    if prompt_encoder is not None:
+        prompt = prompt_encoder(data, correction.question, path=path, row=row)
+    else:
+        prompt = prompt_ids(processor, open_image(data, path=path, row=row), correction.question)
     start = len(prompt)
     tokenizer = processor.tokenizer
     if correction.segments is not None:

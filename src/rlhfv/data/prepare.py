@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhfv.data.encode import encode_correction, image_token
+from rlhfv.data.encode import PromptEncoder, encode_correction, image_token
 from rlhfv.data.io import read_corrections_with_rows, sniff_format
 from rlhfv.data.weights import ALIGNMENTS, CHANGE_KINDS
 from rlhfv.errors import InputError
@@ -111,6 +111,7 @@ class _Job:
         self.error: InputError | None = None
         self.digest = hashlib.sha256()
         self.reader_skips = 0
+        self.prompts = PromptEncoder(processor)
 
     def skip(self, err: InputError) -> None:
         self.skipped[err.reason] += 1
@@ -142,6 +143,7 @@ class _Job:
                         max_length=self.max_length,
                         path=str(self.path),
                         row=row_no,
+                        prompt_encoder=self.prompts,
                     )
                 except InputError as err:
                     if not self.skip_bad:
