@@ -281,9 +281,10 @@ def test_marked_correct_answer(env) -> None:
         res.status_code == 201 and res.json()["corrected"] == task["answer"] and res.json()["segments"] == []
     )
     admin = env.client("ada")
-    assert admin.get("/api/admin/export").text == ""  # no preference signal: left out by default
-    rows = admin.get("/api/admin/export", params={"include_correct": True}).text.splitlines()
-    assert json.loads(rows[0])["source"]["marked_correct"] is True
+    # no preference signal (chosen == rejected): not exported, but counted
+    assert admin.get("/api/admin/export").text == ""
+    stats = admin.get("/api/admin/stats").json()
+    assert stats["answers"] == 1 and stats["marked_correct"] == 1
 
 
 def test_spans_are_code_point_offsets(db_url, tmp_path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhfv.data.io import read_jsonl
 from tests.annotate.conftest import ANSWERS, IMAGES, PASSWORD, REPO, ServerProcess, cli
 
 pytestmark = pytest.mark.browser
@@ -187,7 +188,15 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
             "category": "attribute",
         },
     ]
-    assert Path(rec["image"]).read_bytes() == IMAGES[0].read_bytes()
+    assert (out.parent / rec["image"]).read_bytes() == IMAGES[0].read_bytes()  # relative to the file
+    # and the data layer reads it back as that one Correction
+    (back,) = list(read_jsonl(out))
+    assert back.corrected == rec["corrected"] and [s.category for s in back.segments] == [
+        "number",
+        "attribute",
+    ]
+    assert [s.original_text(back.original) for s in back.segments] == ["two", "red"]
+    assert [s.corrected_text(back.corrected) for s in back.segments] == ["one", "green"]
 
     # a reviewer sees the diff and accepts it
     review = browser.new_page(viewport={"width": 1280, "height": 800})

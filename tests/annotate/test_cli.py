@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from rlhfv.annotate.db import Database, Task
 from rlhfv.annotate.edits import Edit
 from rlhfv.annotate.store import image_file, import_generations, store_image
 from rlhfv.cli import main
+from rlhfv.data.io import read_jsonl, read_parquet
 from tests.annotate.conftest import IMAGES, PASSWORD, cli, write_generations
 
 
@@ -165,6 +167,14 @@ def test_export_and_stats_commands(tmp_path: Path, capsys: pytest.CaptureFixture
         ("gen-0000@bob", "Where "),
     ]
     assert records[0]["segments"][0]["category"] == "object" and records[0]["source"]["double_annotated"]
+    # parquet (images embedded) and JSONL read back by the data layer as the same records
+    assert run(["export", str(tmp_path / "c.parquet"), "--home", str(home)]) == 0
+    from_parquet = list(read_parquet(tmp_path / "c.parquet"))
+    from_jsonl = list(read_jsonl(out))
+    assert [(c.id, c.corrected, c.segments) for c in from_parquet] == [
+        (c.id, c.corrected, c.segments) for c in from_jsonl
+    ]
+    assert from_parquet[0].image == IMAGES[0].read_bytes()
     capsys.readouterr()
     assert run(["stats", "--json", "--home", str(home)]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -198,3 +208,24 @@ def test_sqlite_is_wal_with_full_sync_and_never_in_memory(tmp_path: Path) -> Non
     db.dispose()
     with pytest.raises(ValueError, match="must be a file"):
         Database("sqlite://")
+
+
+def test_annotate_imports_only_the_schema_and_writers_from_rlhfv() -> None:
+    """The web app stays light: from the rest of rlhfv only the record schema, the data
+    layer's readers/writers and the error type; and no torch at import time."""
+    import ast
+
+    allowed = {"rlhfv.data.schema", "rlhfv.data.io", "rlhfv.errors", "rlhfv.cli"}
+    pkg = Path(__file__).parents[2] / "src" / "rlhfv" / "annotate"
+    for path in pkg.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rlhfv"):
+                assert node.module.startswith("rlhfv.annotate") or node.module in allowed, (
+                    path.name,
+                    node.module,
+                )
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith(("rlhfv", "torch")) for a in node.names), path.name
+    code = "import sys, rlhfv.annotate.app, rlhfv.annotate.commands; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 from rlhfv.annotate import service
 from rlhfv.annotate.db import ROLES, Database
 from rlhfv.annotate.edits import Edit, EditError
-from rlhfv.annotate.export import correction_to_json, corrections_for_export
+from rlhfv.annotate.export import corrections_for_export
 from rlhfv.annotate.service import Conflict, CurrentUser, Forbidden, NotFound
 from rlhfv.annotate.stats import annotation_stats
 from rlhfv.annotate.store import MEDIA_TYPES, image_file
+from rlhfv.data.io import correction_to_json
 from rlhfv.data.schema import CHANGE_CATEGORIES
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -297,10 +298,8 @@ def create_app(db: Database, settings: Settings) -> Callable:
         return {"id": service.add_user(db, body.name, body.role, body.password)}
 
     @app.get("/api/admin/export")
-    def export(user: Admin, include_correct: bool = False, accepted_only: bool = False) -> Response:
-        records = corrections_for_export(
-            service.current_corrections(db, accepted_only), settings.store, include_correct
-        )
+    def export(user: Admin, accepted_only: bool = False) -> Response:
+        records = corrections_for_export(service.current_corrections(db, accepted_only), settings.store)
         body = "".join(json.dumps(correction_to_json(r), ensure_ascii=False) + "\n" for r in records)
         return Response(body, media_type="application/x-ndjson")
 

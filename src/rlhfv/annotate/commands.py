@@ -59,11 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--role", choices=("annotator", "reviewer", "admin"), required=True)
     q.set_defaults(func=_user_add)
 
-    q = sub.add_parser("export", help="write the corrections as Correction records (JSONL)")
+    q = sub.add_parser(
+        "export",
+        help="write the corrections as Correction records (OUT.jsonl, or OUT.parquet with images embedded)",
+    )
     common(q)
     q.add_argument("out", type=Path)
     q.add_argument("--accepted-only", action="store_true", help="only corrections a reviewer accepted")
-    q.add_argument("--include-correct", action="store_true", help="also answers marked correct (no change)")
+    q.add_argument("--embed-images", action="store_true", help="JSONL: images as base64, not store paths")
     q.set_defaults(func=_export)
 
     q = sub.add_parser("stats", help="categories, segments per answer, throughput, agreement")
@@ -137,8 +140,8 @@ def _export(args: argparse.Namespace) -> int:
     from rlhfv.annotate.service import current_corrections
 
     db, store = _open(args, create=False)
-    records = corrections_for_export(current_corrections(db, args.accepted_only), store, args.include_correct)
-    write_corrections(records, args.out)
+    records = corrections_for_export(current_corrections(db, args.accepted_only), store)
+    write_corrections(records, args.out, embed_images=args.embed_images)
     print(f"wrote {len(records)} corrections to {args.out}")
     return 0
 

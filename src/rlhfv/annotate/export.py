@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -34,37 +33,27 @@ def to_correction(c: CurrentCorrection, store: Path) -> Correction:
     )
 
 
-def corrections_for_export(
-    current: list[CurrentCorrection], store: Path, include_correct: bool = False
-) -> list[Correction]:
-    """Records to export. Answers marked correct have ``corrected == original`` and carry
-    no preference signal, so they are left out unless ``include_correct``."""
-    return [to_correction(c, store) for c in current if include_correct or not c.is_correct]
+def corrections_for_export(current: list[CurrentCorrection], store: Path) -> list[Correction]:
+    """Records to export. Answers marked correct (``corrected == original``) carry no
+    preference signal and are not valid records for the data layer: they are left out
+    (``rlhfv annotate stats`` counts them)."""
+    return [to_correction(c, store) for c in current if not c.is_correct]
 
 
-def correction_to_json(record: Correction) -> dict:
-    # TODO(data layer): replace with rlhfv.data.io's writer once it lands
-    return {
-        "id": record.id,
-        "image": record.image,
-        "question": record.question,
-        "original": record.original,
-        "corrected": record.corrected,
-        "annotator": record.annotator,
-        "segments": None if record.segments is None else [s.to_dict() for s in record.segments],
-        "source": record.source,
-    }
+def write_corrections(records: list[Correction], out: Path, embed_images: bool = False) -> Path:
+    """Write ``records`` with the data layer's writers: parquet for ``*.parquet`` (images
+    embedded), else JSONL (images as paths, or base64 with ``embed_images``). Atomic: a
+    crash leaves the old file or the new one, never half of one."""
+    from rlhfv.data.io import write_jsonl, write_parquet
 
-
-def write_corrections(records: list[Correction], out: Path) -> Path:
-    """Write ``records`` to ``out`` (JSONL), atomically: a crash leaves the old file or the new one."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(correction_to_json(record), ensure_ascii=False) + "\n")
-        f.flush()
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    if out.suffix == ".parquet":
+        write_parquet(records, tmp)
+    else:
+        write_jsonl(records, tmp, embed_images=embed_images)
+    with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, out)
     return out
