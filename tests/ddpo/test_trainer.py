@@ -315,3 +315,25 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
         torch.testing.assert_close(
             sa[name], sb[name], atol=1e-4, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
         )
+
+
+def test_tensorboard_tracker_writes_events(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    config = fast_config(max_steps=2, report_to=["tensorboard"])
+    train_ddpo(config, model, processor, make_prepared(processor, 4), tmp_path, progress=False)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb" / "rlhfv"))
+    acc.Reload()
+    assert {"loss", "rewards/margins", "lr", "tokens_per_second"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2]
+
+
+def test_wandb_without_the_package_is_an_input_error(tmp_path, tiny_llava):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    model, processor = tiny_llava
+    with pytest.raises(InputError, match="wandb"):
+        train_ddpo(fast_config(report_to=["wandb"]), model, processor, make_prepared(processor, 4), tmp_path)
