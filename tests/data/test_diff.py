@@ -103,3 +103,9 @@ def test_text_between_segments_is_equal_and_segments_are_well_formed(a: str, b: 
 @given(_text)
 def test_a_text_against_itself_has_no_segments(a: str):
     assert changed_segments(a, a) == []
+
+
+def test_cjk_characters_are_tokens_of_their_own():
+    a, b = "图中有两只狗在草地上。", "图中有一只狗在草地上。"
+    assert _triples(a, b) == [("replace", "两", "一")]
+    assert [t for t, _, _ in word_tokens("两只dog")] == ["两", "只", "dog"]

@@ -23,9 +23,12 @@ from collections.abc import Iterable
 
 from rlhfv.data.schema import ChangedSegment
 
+# Chinese, Japanese and Korean characters: no spaces between words, so one token each
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_WORD_CHAR = rf"(?:(?![{_CJK}])\w)"
 # a word (letters/digits/underscore, joined by inner apostrophes or hyphens: "don't",
-# "black-and-white") or any single other non-space character (punctuation, symbols)
-_TOKEN = re.compile(r"\w+(?:['\u2019-]\w+)*|[^\w\s]")
+# "black-and-white"), one CJK character, or any single other non-space character
+_TOKEN = re.compile(rf"{_WORD_CHAR}+(?:['\u2019-]{_WORD_CHAR}+)*|[{_CJK}]|[^\w\s]")
 
 
 def word_tokens(text: str) -> list[tuple[str, int, int]]:
