@@ -315,3 +315,18 @@ def test_kinds_option_limits_what_counts_as_changed(tmp_path, capsys):
         capsys, "data", "prepare", f, tmp_path / "x", "--processor", "tiny-llava", "--kinds", "swap"
     )
     assert rc == 2 and "field --kinds" in err
+
+
+def test_show_a_prepared_row_brackets_the_changed_tokens(tmp_path, capsys):
+    f = _write_jsonl(
+        tmp_path / "in.jsonl",
+        [{**GOOD, "original": "a red dog on the grass", "corrected": "a blue dog on the grass"}],
+    )
+    assert _run(capsys, "data", "prepare", f, tmp_path / "p", "--processor", "tiny-llava")[0] == 0
+    rc, stdout, _ = _run(capsys, "data", "show", tmp_path / "p")
+    assert rc == 0
+    assert "chosen:   a [blue] dog on the grass </s>" in stdout
+    assert "rejected: a [red] dog on the grass </s>" in stdout
+    assert "1 of 7 answer tokens changed" in stdout
+    rc, _, err = _run(capsys, "data", "show", tmp_path / "p", "--index", "3")
+    assert rc == 2 and "has no record 3 (1 rows)" in err

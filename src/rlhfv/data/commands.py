@@ -79,7 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "show",
         help="print one correction with its changed segments highlighted",
-        description="Print one record: [-removed-]{+added+} (coloured on a terminal), with segment categories.",
+        description=(
+            "Print one record: [-removed-]{+added+} (coloured on a terminal), with segment categories; "
+            "for a prepared dataset, its answer tokens with the changed (gamma-weighted) ones in [brackets]."
+        ),
     )
     s.add_argument(
         "file", metavar="FILE", help="corrections file or folder (any format prepare reads), or 'example'"
@@ -167,12 +170,15 @@ def render_diff(original: str, corrected: str, segments, *, color: bool) -> str:
 def _show(args: argparse.Namespace) -> int:
     from rlhfv.data.diff import changed_segments
     from rlhfv.data.io import image_extension, read_corrections_with_rows
-    from rlhfv.data.prepare import resolve_input
+    from rlhfv.data.prepare import METADATA_FILE, resolve_input
     from rlhfv.errors import InputError
 
     if args.index < 0:
         raise InputError("must be 0 or more", field="--index", reason="usage")
     path = resolve_input(args.file)
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    if (path / METADATA_FILE).is_file():
+        return _show_prepared(path, args.index, color)
     found = None
     for k, item in enumerate(read_corrections_with_rows(path, format=args.format)):
         if k == args.index:
@@ -181,7 +187,6 @@ def _show(args: argparse.Namespace) -> int:
     if found is None:
         raise InputError(f"has no record {args.index}", path=str(path), field="--index", reason="usage")
     row, c = found
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     segments = c.segments if c.segments is not None else changed_segments(c.original, c.corrected)
     image = (
         f"{len(c.image)} bytes ({image_extension(c.image).lstrip('.')})"
@@ -201,4 +206,42 @@ def _show(args: argparse.Namespace) -> int:
         print(
             f"  {seg.kind:<7} {seg.original_text(c.original)!r} -> {seg.corrected_text(c.corrected)!r}{cat}"
         )
+    return 0
+
+
+def render_tokens(tokens: list[str], changed: list[int], *, color: bool) -> str:
+    """Tokens joined by spaces, changed ones as ``[token]`` (or green on a terminal)."""
+    if color:
+        return " ".join(
+            f"{_COLOURS['ins']}{t}{_COLOURS['end']}" if c else t for t, c in zip(tokens, changed, strict=True)
+        )
+    return " ".join(f"[{t}]" if c else t for t, c in zip(tokens, changed, strict=True))
+
+
+def _show_prepared(path, index: int, color: bool) -> int:
+    """One prepared row: its answer tokens, the ones weighted gamma in brackets."""
+    from rlhfv.data.prepare import load_prepared, load_processor
+    from rlhfv.errors import InputError
+
+    dataset, meta = load_prepared(path)
+    if index >= dataset.num_rows:
+        raise InputError(
+            f"has no record {index} ({dataset.num_rows} rows)",
+            path=str(path),
+            field="--index",
+            reason="usage",
+        )
+    row = dataset[index]
+    tokenizer = load_processor(meta["processor"]).tokenizer
+    print(f"prepared row {index} of {path}" + (f", id {row['id']}" if row["id"] else ""))
+    print(
+        f"processor: {meta['processor']}; alignment: {meta['alignment']}; kinds: {','.join(meta['change_kinds'])};"
+        f" gamma (training default): {meta['gamma']}"
+    )
+    for side in ("chosen", "rejected"):
+        start, ids = row[f"{side}_labels_start"], row[f"{side}_input_ids"]
+        tokens = tokenizer.convert_ids_to_tokens(ids[start:])
+        changed = row[f"{side}_changed"][start:]
+        print(f"{side + ':':<9} {render_tokens(tokens, changed, color=color)}")
+        print(f"{'':<9} {sum(changed)} of {len(tokens)} answer tokens changed; prompt {start} tokens")
     return 0
