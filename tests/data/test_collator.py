@@ -197,3 +197,26 @@ def test_truncated_jpeg_is_an_unreadable_image():
     with pytest.raises(InputError, match="unreadable image") as info:
         image_size(data[: len(data) // 2])
     assert info.value.reason == "unreadable_image"
+
+
+def test_idefics3_with_image_splitting_pads_tiles_and_the_model_accepts_them():
+    # SmolVLM-style: images larger than the tile size are split into tiles + a global view
+    model, processor = build_tiny("idefics3")
+    ip = processor.image_processor
+    ip.do_image_splitting, ip.size, ip.max_image_size = True, {"longest_edge": 64}, {"longest_edge": 32}
+    pairs = [
+        Correction(
+            image=_png(size, "red"), question="What is it?", original="a red dog", corrected="a blue dog"
+        )
+        for size in ((64, 64), (20, 60))
+    ]
+    rows = [encode_correction(c, processor) for c in pairs]
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    counts = [r["chosen_input_ids"].count(image_id) for r in rows]
+    assert counts[0] > counts[1]  # 2x2 tiles + global view vs fewer tiles
+    batch = PreferenceCollator(processor)(rows)
+    assert batch["pixel_values"].shape[:2] == batch["pixel_attention_mask"].shape[:2]
+    assert batch["pixel_values"].shape[0] == 4
+    with torch.no_grad():
+        out = model(**{k: v for k, v in batch.items() if k not in ("token_weights", "pair_index")})
+    assert torch.isfinite(out.loss)
