@@ -792,7 +792,7 @@ def to_hf_dataset(corrections: Corrections, *, cache_dir: str | None = None):
             "original": datasets.Value("string"),
             "corrected": datasets.Value("string"),
             "annotator": datasets.Value("string"),
-            "segments": datasets.List(seg),
+            "segments": [seg],
             "source": datasets.Value("string"),
         }
     )
@@ -834,10 +834,10 @@ def to_trl_dataset(corrections: Corrections, *, conversational: bool = True, cac
     import datasets
 
     if conversational:
-        turn = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+        turn = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
         text: Any = {"prompt": turn, "chosen": turn, "rejected": turn}
     else:
         text = {k: datasets.Value("string") for k in ("prompt", "chosen", "rejected")}
-    features = datasets.Features({"images": datasets.List(datasets.Image()), **text})
+    features = datasets.Features({"images": [datasets.Image()], **text})
     kwargs = _Source(corrections).generator_kwargs(features, cache_dir, conversational=conversational)
     return datasets.Dataset.from_generator(_trl_rows, **kwargs)

@@ -182,8 +182,8 @@ class _Job:
 def _features():
     import datasets
 
-    ids = datasets.List(datasets.Value("int32"))
-    mask = datasets.List(datasets.Value("int8"))
+    ids = datasets.Sequence(datasets.Value("int32"))
+    mask = datasets.Sequence(datasets.Value("int8"))
     return datasets.Features(
         {
             "id": datasets.Value("string"),
