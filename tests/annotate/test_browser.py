@@ -203,6 +203,8 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
     login(review, proc.url, "rita")
     review.click("#review-queue button")
     wait_until(review, "document.querySelectorAll('#review-diff ins').length === 2")
+    review.wait_for_load_state("networkidle")
+    review.screenshot(path=str(shots / "annotate-review.png"))
     review.click("#review-accept")
     wait_until(review, "document.getElementById('review-status').textContent === 'Accepted.'")
     res = cli("export", str(out), "--accepted-only", home=home)

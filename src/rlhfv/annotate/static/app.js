@@ -314,7 +314,13 @@ function onSelectionChange() {
 
 function makeZoomable(viewport, img) {
   const v = { scale: 1, x: 0, y: 0, fit: 1 };
-  const apply = () => (img.style.transform = `translate(${v.x}px, ${v.y}px) scale(${v.scale})`);
+  // size and position, not a CSS transform: plain layout, repainted everywhere
+  const apply = () => {
+    img.style.width = `${img.naturalWidth * v.scale}px`;
+    img.style.height = `${img.naturalHeight * v.scale}px`;
+    img.style.left = `${v.x}px`;
+    img.style.top = `${v.y}px`;
+  };
   const fit = () => {
     const w = viewport.clientWidth;
     const h = viewport.clientHeight;
@@ -334,7 +340,13 @@ function makeZoomable(viewport, img) {
   };
   img.addEventListener("load", fit);
   // refit when the pane changes size (window resize, one column <-> two)
-  if (window.ResizeObserver) new ResizeObserver(fit).observe(viewport);
+  let size = "";
+  const refit = () => {
+    const now = `${viewport.clientWidth}x${viewport.clientHeight}`;
+    if (now !== size) fit(); // only on a real size change: keep the user's zoom otherwise
+    size = now;
+  };
+  if (window.ResizeObserver) new ResizeObserver(refit).observe(viewport);
   else window.addEventListener("resize", fit);
   viewport.addEventListener("wheel", (ev) => {
     ev.preventDefault();
