@@ -234,8 +234,17 @@ def test_export_to_hf_dataset_and_trl_format(tmp_path):
     assert row["rejected"] == [{"role": "assistant", "content": "A red square, with a cat."}]
     assert row["images"][0].size == (8, 6)
     from trl.data_utils import is_conversational
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from rlhfv.tiny import build_tiny
 
     assert is_conversational(row)
+    # TRL's own vision preference collator takes the rows as they are
+    processor = build_tiny("llava")[1]
+    batch = DataCollatorForVisionPreference(processor)([trl[0], trl[1]])
+    assert batch["input_ids"].shape[0] == 4 and batch["pixel_values"].shape[0] == 4
+    completion = batch["input_ids"][0][batch["completion_mask"][0].bool()]
+    assert processor.tokenizer.decode(completion).startswith("one dog is on the grass.")
     plain = to_trl_dataset(f, conversational=False, cache_dir=str(tmp_path / "cache"))
     assert plain[0]["chosen"] == recs[0].corrected
 
