@@ -1,0 +1,318 @@
+"""``rlhfv demo``: the RLHF-V loop end to end on the scene world, on a CPU.
+
+Stages (each with a progress bar):
+
+1. the SFT model: the shipped checkpoint, or trained from scratch (``--from-scratch``);
+2. feedback: the SFT model answers training scenes and prompts, the simulated annotator
+   corrects the answers (1,400 corrections by default, the paper's count);
+3. the data layer prepares the dense preference data (``rlhfv.data.prepare``);
+4. DDPO (the paper's beta 0.5, gamma 5, weighted mean) and vanilla DPO (gamma 1,
+   weighted sum) train from the SFT model on the same data (``rlhfv.ddpo.trainer``);
+5. SFT, DPO and DDPO answer held-out scenes with held-out prompts and are scored.
+
+Writes to ``OUTPUT``: ``results.json`` (one row per model: ``model`` + the metrics of
+``rlhfv.scenes.metrics.METRIC_KEYS``), ``report.html`` (example answers before and after,
+the annotator's changed segments and the evaluator's hallucinated objects highlighted),
+``rates.png`` (the rates per model), ``feedback/`` (the corrections JSONL and the
+prepared data), ``ddpo/`` and ``dpo/`` (the trained models, loadable by transformers),
+``answers.jsonl`` (every evaluated answer).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import html
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rlhfv.data.schema import Correction
+from rlhfv.scenes.metrics import HIGHER_IS_BETTER, METRIC_KEYS, hallucinated_spans
+from rlhfv.scenes.pipeline import SFTSettings
+from rlhfv.scenes.world import Scene
+
+MODELS = ("sft", "dpo", "ddpo")
+RATE_KEYS = ("chair_s_mentioned", "chair_i", "attribute_error", "count_error", "position_error")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and hyper-parameters of one demo run (defaults: the full demo)."""
+
+    n_corrections: int = 1400
+    n_eval: int = 300
+    epochs: float = 2.0
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    beta: float = 0.5
+    ddpo_gamma: float = 5.0
+    seed: int = 0
+    from_scratch: bool = False
+    sft: SFTSettings = SFTSettings()
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> DemoConfig:
+        """A small run (< 3 minutes on 2 cores) that exercises every stage."""
+        base = cls(
+            n_corrections=160,
+            n_eval=64,
+            epochs=1.0,
+            sft=SFTSettings(n_scenes=256, epochs=1.0),
+        )
+        return replace(base, **overrides)
+
+
+def _train_config(config: DemoConfig, *, gamma: float, normalisation: str):
+    from rlhfv.ddpo.config import TrainConfig
+
+    return TrainConfig(
+        beta=config.beta,
+        gamma=gamma,
+        normalisation=normalisation,
+        learning_rate=config.learning_rate,
+        num_epochs=config.epochs,
+        per_device_batch_size=config.batch_size,
+        gradient_accumulation_steps=1,
+        mixed_precision="no",
+        save_steps=10**9,
+        logging_steps=5,
+        report_to=[],
+        seed=config.seed,
+    )
+
+
+def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
+    """Run every stage; returns ``{"results": rows, "feedback": counts, "seconds": ...}``."""
+    import torch
+
+    from rlhfv.ddpo.trainer import train_ddpo
+    from rlhfv.scenes.model import CHECKPOINT_DIR, has_shipped_checkpoint, load_scene_model
+    from rlhfv.scenes.pipeline import (
+        collect_corrections,
+        evaluate_model,
+        prepare_corrections,
+        train_scene_sft,
+    )
+
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        timings[name] = round(time.time() - t0, 1)
+        return time.time()
+
+    t = time.time()
+    print("[1/5] SFT model", flush=True)
+    if config.from_scratch or not has_shipped_checkpoint():
+        sft_model, processor = train_scene_sft(config.sft, output / "sft")
+    else:
+        sft_model, processor = load_scene_model(CHECKPOINT_DIR)
+    t = lap("sft", t)
+
+    print(f"[2/5] feedback: {config.n_corrections} corrections by the simulated annotator", flush=True)
+    corrections, counts = collect_corrections(sft_model, processor, config.n_corrections, seed=config.seed)
+    t = lap("feedback", t)
+
+    print("[3/5] dense preference data", flush=True)
+    prepared = prepare_corrections(corrections, processor, output / "feedback")
+    t = lap("prepare", t)
+
+    print("[4/5] training DDPO (gamma 5, weighted mean) and DPO (gamma 1, weighted sum)", flush=True)
+    trained = {}
+    for name, gamma, norm in (("ddpo", config.ddpo_gamma, "mean"), ("dpo", 1.0, "sum")):
+        policy = copy.deepcopy(sft_model)  # the frozen SFT model stays the reference and baseline
+        result = train_ddpo(
+            _train_config(config, gamma=gamma, normalisation=norm), policy, processor, prepared, output / name
+        )
+        trained[name] = result.model.eval()
+    t = lap("train", t)
+
+    print(f"[5/5] evaluating on {config.n_eval} held-out scenes and prompts", flush=True)
+    rows, answers = [], {}
+    for name, model in (("sft", sft_model), *trained.items()):
+        with torch.inference_mode():
+            metrics, answers[name] = evaluate_model(model, processor, config.n_eval, seed=config.seed)
+        rows.append({"model": name, **metrics})
+    lap("evaluate", t)
+
+    summary = {
+        "results": rows,
+        "feedback": {**counts, **_segment_stats(corrections)},
+        "timings_s": timings,
+        "seconds": round(time.time() - start, 1),
+        "config": asdict(config),
+    }
+    write_outputs(output, summary, corrections, answers, config)
+    return summary
+
+
+def _segment_stats(corrections: list[Correction]) -> dict[str, Any]:
+    by_category: dict[str, int] = {}
+    for c in corrections:
+        for s in c.segments or []:
+            by_category[s.category or "none"] = by_category.get(s.category or "none", 0) + 1
+    n = len(corrections)
+    return {
+        "segments_per_correction": round(sum(by_category.values()) / n, 3) if n else math.nan,
+        "segments_by_category": by_category,
+    }
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def write_outputs(
+    output: Path,
+    summary: dict[str, Any],
+    corrections: list[Correction],
+    answers: dict[str, list[str]],
+    config: DemoConfig,
+) -> None:
+    from rlhfv.eval.metrics import json_safe
+    from rlhfv.scenes.pipeline import eval_set
+
+    (output / "results.json").write_text(json.dumps(json_safe(summary["results"]), indent=2) + "\n")
+    (output / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    scenes, prompts = eval_set(config.n_eval, config.seed)
+    with (output / "answers.jsonl").open("w") as f:
+        for i, (scene, prompt) in enumerate(zip(scenes, prompts, strict=True)):
+            row = {"index": i, "prompt": prompt, "scene": scene.to_dict()}
+            row |= {name: answers[name][i] for name in answers}
+            f.write(json.dumps(row) + "\n")
+    plot_rates(summary["results"], output / "rates.png")
+    (output / "report.html").write_text(render_report(summary, corrections, answers, scenes, prompts))
+
+
+def print_table(rows: list[dict[str, Any]]) -> str:
+    """The results as a fixed-width text table."""
+    head = f"{'model':<6}" + "".join(f"{k:>19}" for k in METRIC_KEYS)
+    lines = [head]
+    for row in rows:
+        cells = "".join(
+            f"{row[k]:>19.3f}" if isinstance(row[k], float) else f"{row[k]!s:>19}" for k in METRIC_KEYS
+        )
+        lines.append(f"{row['model']:<6}{cells}")
+    return "\n".join(lines)
+
+
+def plot_rates(rows: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars: each hallucination/error rate per model (lower is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+    width = 0.8 / max(len(rows), 1)
+    for j, row in enumerate(rows):
+        xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(RATE_KEYS))]
+        ax.bar(xs, [row[k] for k in RATE_KEYS], width, label=row["model"])
+    ax.set_xticks(range(len(RATE_KEYS)))
+    ax.set_xticklabels([k.replace("_", " ") for k in RATE_KEYS])
+    ax.set_ylabel("rate (lower is better)")
+    ax.set_title("Scene world: hallucination and error rates per model")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+_CSS = """
+body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
+.hal{background:#f99;font-weight:bold}.seg-o{background:#fd8}.seg-c{background:#9e9}
+img{image-rendering:pixelated;width:144px}.cat{font-size:70%;color:#555}
+"""
+
+
+def _mark(text: str, spans: list[tuple[int, int, str, str]]) -> str:
+    """HTML of ``text`` with ``(start, end, css class, title)`` spans wrapped in <span>."""
+    out, pos = [], 0
+    for start, end, cls, title in sorted(spans):
+        if start < pos:
+            continue
+        out.append(html.escape(text[pos:start]))
+        out.append(
+            f'<span class="{cls}" title="{html.escape(title)}">{html.escape(text[start:end]) or "&#8203;"}</span>'
+        )
+        pos = end
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+def _img(data: bytes) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def render_report(
+    summary: dict[str, Any],
+    corrections: list[Correction],
+    answers: dict[str, list[str]],
+    scenes: list[Scene],
+    prompts: list[str],
+    n_examples: int = 12,
+) -> str:
+    """A self-contained HTML page: results table, corrections, answers before/after."""
+    from rlhfv.scenes.pipeline import png_bytes
+
+    rows = summary["results"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>rlhfv demo</title><style>{_CSS}</style></head><body>"
+    ]
+    parts.append(
+        "<h1>rlhfv demo: the scene world</h1><h2>Results on held-out scenes and prompts</h2><table><tr><th>model</th>"
+    )
+    parts += [f"<th>{k}{' (higher better)' if HIGHER_IS_BETTER[k] else ''}</th>" for k in METRIC_KEYS]
+    parts.append("</tr>")
+    for row in rows:
+        cells = "".join(
+            f"<td>{row[k]:.3f}</td>" if isinstance(row[k], float) else f"<td>{row[k]}</td>"
+            for k in METRIC_KEYS
+        )
+        parts.append(f"<tr><td>{row['model']}</td>{cells}</tr>")
+    parts.append("</table><p><img src='rates.png' style='width:700px'></p>")
+    fb = summary["feedback"]
+    parts.append(
+        f"<h2>Feedback: the simulated annotator's corrections</h2><p>{fb['corrected']} corrections from "
+        f"{fb['answered']} answers; {fb['segments_per_correction']} changed segments per correction; by category: "
+        f"{html.escape(json.dumps(fb['segments_by_category']))}. Original (rejected) with "
+        "<span class='seg-o'>changed segments</span>, corrected (chosen) with <span class='seg-c'>rewrites</span>.</p>"
+    )
+    parts.append("<table><tr><th>image</th><th>original answer</th><th>corrected answer</th></tr>")
+    for c in corrections[:n_examples]:
+        segs = c.segments or []
+        orig = _mark(
+            c.original, [(s.original_start, s.original_end, "seg-o", s.category or "") for s in segs]
+        )
+        corr = _mark(
+            c.corrected, [(s.corrected_start, s.corrected_end, "seg-c", s.category or "") for s in segs]
+        )
+        cats = ", ".join(s.category or "?" for s in segs)
+        parts.append(
+            f"<tr><td>{_img(c.image)}</td><td>{orig}<div class='cat'>{cats}</div></td><td>{corr}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        "<h2>Held-out answers before and after</h2><p><span class='hal'>Hallucinated objects</span> "
+        "(not in the scene) as the evaluator finds them.</p><table><tr><th>image</th>"
+    )
+    parts += [f"<th>{name}</th>" for name in answers]
+    parts.append("</tr>")
+    for i in range(min(n_examples, len(scenes))):
+        cells = []
+        for name in answers:
+            text = answers[name][i]
+            spans = [
+                (s, e, "hal", f"not in the scene: {cls}") for s, e, cls in hallucinated_spans(text, scenes[i])
+            ]
+            cells.append(f"<td>{_mark(text, spans)}</td>")
+        parts.append(
+            f"<tr><td>{_img(png_bytes(scenes[i]))}<div class='cat'>{html.escape(prompts[i])}</div></td>{''.join(cells)}</tr>"
+        )
+    parts.append("</table></body></html>")
+    return "".join(parts)

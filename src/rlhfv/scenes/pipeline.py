@@ -1,0 +1,182 @@
+"""The scene world's stages, composed from the project's own parts.
+
+- :func:`sft_corrections` / :func:`train_scene_sft`: the supervised stage. Each record's
+  chosen answer is a description of the scene; ``rlhfv.ddpo.trainer.train_sft`` learns
+  the chosen answers (its ``image_pipeline`` is ``"pad"``, the paper's trustworthy
+  pipeline, or ``"random_crop"``, the untrustworthy augmentation). The data layer only
+  accepts pairs whose answers differ, so each record's rejected side is a description of
+  a slightly wrong scene; SFT never reads it.
+- :func:`collect_corrections`: the SFT model answers training scenes and prompts, the
+  simulated annotator corrects them; answers it finds nothing wrong with are not
+  corrections and are left out (as a human annotator would skip them).
+- :func:`evaluate_model`: answers to held-out scenes with held-out prompts, scored by
+  :func:`rlhfv.scenes.metrics.score_answers`.
+
+Data goes through the same files and functions as for a 7B model: Correction JSONL ->
+``rlhfv.data.prepare`` -> ``rlhfv.ddpo.trainer``.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfv.data.schema import Correction
+from rlhfv.scenes.annotator import annotate
+from rlhfv.scenes.language import TEST_PROMPTS, TRAIN_PROMPTS, describe
+from rlhfv.scenes.metrics import score_answers
+from rlhfv.scenes.render import render_scene
+from rlhfv.scenes.world import COLOURS, Scene, SceneObject, scene_for
+
+# generation for sampling feedback answers and for evaluation (greedy: deterministic)
+MAX_NEW_TOKENS = 120
+
+
+def png_bytes(scene: Scene) -> bytes:
+    """The scene rendered and PNG-encoded (what a Correction's ``image`` holds)."""
+    buf = io.BytesIO()
+    render_scene(scene).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _wrong_copy(scene: Scene, rng: random.Random) -> Scene:
+    """``scene`` with one object's colour changed (a rejected side SFT never reads)."""
+    objects = list(scene.objects)
+    i = rng.randrange(len(objects))
+    o = objects[i]
+    colour = rng.choice([c for c in COLOURS if c != o.colour])
+    objects[i] = SceneObject(o.cls, colour, o.count, o.position)
+    return Scene(tuple(objects), seed=scene.seed)
+
+
+def sft_corrections(n: int, seed: int = 0, split: str = "sft") -> list[Correction]:
+    """``n`` supervised records: scene image, a training prompt, its description as chosen."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        scene = scene_for(split, i, seed)
+        records.append(
+            Correction(
+                image=png_bytes(scene),
+                question=rng.choice(TRAIN_PROMPTS),
+                original=describe(_wrong_copy(scene, rng), rng),
+                corrected=describe(scene, rng),
+                annotator="scene-world-grammar",
+                source={"world": "scenes", "split": split, "index": i},
+                id=f"{split}-{seed}-{i}",
+            )
+        )
+    return records
+
+
+def prepare_corrections(corrections: Sequence[Correction], processor: Any, directory: Path) -> Path:
+    """Write ``corrections`` as JSONL and prepare them with the data layer; returns the prepared dir."""
+    from rlhfv.data import prepare, write_jsonl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    jsonl = directory / "corrections.jsonl"
+    write_jsonl(corrections, jsonl, image_dir="images")
+    prepared = directory / "prepared"
+    prepare(jsonl, prepared, processor, processor_name="scene-world", progress=True)
+    return prepared
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """The scene model's supervised stage (tuned for 2 CPU cores)."""
+
+    n_scenes: int = 4000
+    epochs: float = 2.0
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    image_pipeline: str = "pad"  # "random_crop": the untrustworthy augmentation
+    seed: int = 0
+
+
+def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
+    """Train a fresh scene model on described scenes with the project's SFT trainer; returns (model, processor)."""
+    from rlhfv.ddpo.config import TrainConfig
+    from rlhfv.ddpo.trainer import train_sft
+    from rlhfv.scenes.model import SceneModelConfig, build_scene_model
+
+    model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
+    prepared = prepare_corrections(
+        sft_corrections(settings.n_scenes, settings.seed), processor, output_dir / "data"
+    )
+    config = TrainConfig(
+        learning_rate=settings.learning_rate,
+        num_epochs=settings.epochs,
+        per_device_batch_size=settings.batch_size,
+        gradient_accumulation_steps=1,
+        warmup_ratio=0.05,
+        mixed_precision="no",
+        image_pipeline=settings.image_pipeline,
+        save_steps=10**9,
+        logging_steps=10,
+        report_to=[],
+        seed=settings.seed,
+    )
+    result = train_sft(config, model, processor, prepared, output_dir / "model")
+    return result.model.eval(), processor
+
+
+def generate(
+    model: Any, processor: Any, scenes: Sequence[Scene], prompts: Sequence[str], desc: str
+) -> list[str]:
+    """Greedy answers of ``model`` to (scene image, prompt) pairs, with a progress bar."""
+    from rlhfv.eval.generate import generate_answers
+
+    images = [render_scene(s) for s in scenes]
+    return generate_answers(
+        model,
+        processor,
+        images,
+        list(prompts),
+        batch_size=64,
+        progress=True,
+        max_new_tokens=MAX_NEW_TOKENS,
+        do_sample=False,
+        num_beams=1,
+    )
+
+
+def collect_corrections(
+    model: Any, processor: Any, n: int, *, seed: int = 0, chunk: int = 256, max_rounds: int = 20
+) -> tuple[list[Correction], dict[str, int]]:
+    """``n`` corrections of the model's answers on training scenes and prompts.
+
+    Answers go in chunks to the simulated annotator; answers with nothing to correct are
+    counted and skipped. Returns the corrections and counts (``answered``, ``correct``).
+    """
+    corrections: list[Correction] = []
+    answered = 0
+    for _ in range(max_rounds):
+        if len(corrections) >= n:
+            break
+        indices = range(answered, answered + chunk)
+        scenes = [scene_for("feedback", i, seed) for i in indices]
+        prompts = [TRAIN_PROMPTS[i % len(TRAIN_PROMPTS)] for i in indices]
+        answers = generate(model, processor, scenes, prompts, "answer")
+        for i, scene, prompt, answer in zip(indices, scenes, prompts, answers, strict=True):
+            c = annotate(answer, scene, image=png_bytes(scene), question=prompt, id=f"feedback-{seed}-{i}")
+            if c.corrected != c.original and c.corrected.strip() and len(corrections) < n:
+                corrections.append(c)
+        answered += chunk
+    return corrections, {"answered": answered, "corrected": len(corrections)}
+
+
+def eval_set(n: int, seed: int = 0) -> tuple[list[Scene], list[str]]:
+    """Held-out scenes (split "test") paired with held-out prompts."""
+    scenes = [scene_for("test", i, seed) for i in range(n)]
+    return scenes, [TEST_PROMPTS[i % len(TEST_PROMPTS)] for i in range(n)]
+
+
+def evaluate_model(model: Any, processor: Any, n: int, seed: int = 0) -> tuple[dict[str, float], list[str]]:
+    """Metrics (``rlhfv.scenes.metrics.METRIC_KEYS``) and the answers on the held-out set."""
+    scenes, prompts = eval_set(n, seed)
+    answers = generate(model, processor, scenes, prompts, "evaluate")
+    return score_answers(answers, scenes), answers

@@ -1,0 +1,56 @@
+"""Scene-world hallucination metrics: hand-worked numbers and properties."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlhfv.scenes.language import describe
+from rlhfv.scenes.metrics import METRIC_KEYS, attribute_counts, hallucinated_spans, score_answers
+from rlhfv.scenes.world import Scene, SceneObject
+from tests.scenes.strategies import scenes
+
+SCENE = Scene((SceneObject("ball", "red", 2, "top left"), SceneObject("tree", "green", 1, "center")))
+
+
+def test_hand_worked_example():
+    answers = [
+        # right about both objects
+        "Two red balls are in the top left. A green tree is in the center.",
+        # wrong colour of the ball, a hallucinated house, tree not mentioned
+        "Two blue balls are in the top left. A red house is in the center.",
+        # no object at all
+        "The image shows a simple scene on a dark background.",
+        # wrong count and position of the tree; ball right
+        "Three green trees are in the top right. Two red balls are in the top left.",
+    ]
+    m = score_answers(answers, [SCENE] * 4)
+    assert m["chair_s_mentioned"] == 1 / 3  # answers with a mention: 1, 2, 4; hallucinating: 2
+    # mentions: answer 1 ball, tree; answer 2 ball, house; answer 4 tree, ball -> 6; 1 hallucinated
+    assert m["chair_i"] == 1 / 6
+    assert math.isclose(m["recall"], (2 + 1 + 0 + 2) / 8)
+    # claims about present objects: a1 ball, tree; a2 ball; a4 tree, ball -> 5
+    assert m["attribute_error"] == 1 / 5
+    assert m["count_error"] == 1 / 5
+    assert m["position_error"] == 1 / 5
+    assert m["mean_words"] == sum(len(a.split()) for a in answers) / 4
+    assert set(m) == set(METRIC_KEYS)
+
+
+def test_hallucinated_spans_point_at_the_absent_object():
+    text = "Two red balls are in the top left. A red house and some clouds are here."
+    spans = hallucinated_spans(text, SCENE)
+    assert [(text[s:e], c) for s, e, c in spans] == [("house", "house"), ("clouds", "cloud")]
+
+
+@given(scenes(), st.integers(0, 2**31))
+@settings(max_examples=100, deadline=None)
+def test_a_true_description_scores_perfectly(scene, seed):
+    text = describe(scene, random.Random(seed))
+    m = score_answers([text], [scene])
+    assert m["chair_s_mentioned"] == 0 and m["chair_i"] == 0 and m["recall"] == 1
+    assert m["attribute_error"] == m["count_error"] == m["position_error"] == 0
+    assert attribute_counts(text, scene).checked == len(scene.objects)
