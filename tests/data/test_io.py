@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -371,7 +372,6 @@ def test_hf_export_from_an_iterable_and_an_edited_file_is_read_again(tmp_path):
 
 
 def test_parquet_reading_holds_one_batch_not_the_file(tmp_path):
-    import os
 
     rows, blob = 4000, 20_000  # 80 MB of image bytes in the file
     table = pa.table(
@@ -392,3 +392,15 @@ def test_parquet_reading_holds_one_batch_not_the_file(tmp_path):
         peak = max(peak, pa.total_allocated_bytes() - base)
     assert n == rows
     assert peak < 24 * 1024 * 1024  # a batch of 256 rows is ~5 MB (plus a row group read ahead)
+
+
+def test_jsonl_image_files_of_records_sharing_an_id_do_not_overwrite_each_other(tmp_path):
+    recs = [
+        Correction(image=_png("red"), question="q", original="a", corrected="b", id="same"),
+        Correction(image=_png("blue"), question="q", original="a", corrected="c", id="same"),
+        Correction(image=_png("green"), question="q", original="a", corrected="d", id="no/slash"),
+    ]
+    write_jsonl(recs, tmp_path / "c.jsonl", image_dir="imgs")
+    back = list(read_jsonl(tmp_path / "c.jsonl"))
+    assert [Path(c.image).read_bytes() for c in back] == [c.image for c in recs]
+    assert len(set(os.listdir(tmp_path / "imgs"))) == 3

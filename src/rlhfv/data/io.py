@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -262,11 +263,14 @@ def correction_to_json(
             obj["image_base64"] = base64.b64encode(bytes(c.image)).decode("ascii")
         else:
             image_dir.mkdir(parents=True, exist_ok=True)
-            stem = (
-                c.id if c.id and all(ch.isalnum() or ch in "-_" for ch in c.id) else f"{abs(hash(c.image)):x}"
-            )
-            target = image_dir / f"{stem}{image_extension(bytes(c.image))}"
-            target.write_bytes(bytes(c.image))
+            data = bytes(c.image)
+            digest = hashlib.sha256(data).hexdigest()
+            safe_id = c.id and all(ch.isalnum() or ch in "-_" for ch in c.id)
+            ext = image_extension(data)
+            target = image_dir / f"{c.id if safe_id else digest[:16]}{ext}"
+            if target.exists() and target.read_bytes() != data:  # two records, one id
+                target = image_dir / f"{target.stem}-{digest[:10]}{ext}"
+            target.write_bytes(data)
             obj["image"] = _relative(target, base)
     elif embed_images:
         obj["image_base64"] = base64.b64encode(Path(c.image).read_bytes()).decode("ascii")
