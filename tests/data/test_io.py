@@ -372,7 +372,6 @@ def test_hf_export_from_an_iterable_and_an_edited_file_is_read_again(tmp_path):
 
 
 def test_parquet_reading_holds_one_batch_not_the_file(tmp_path):
-
     rows, blob = 4000, 20_000  # 80 MB of image bytes in the file
     table = pa.table(
         {
