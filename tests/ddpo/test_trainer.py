@@ -337,3 +337,27 @@ def test_wandb_without_the_package_is_an_input_error(tmp_path, tiny_llava):
     model, processor = tiny_llava
     with pytest.raises(InputError, match="wandb"):
         train_ddpo(fast_config(report_to=["wandb"]), model, processor, make_prepared(processor, 4), tmp_path)
+
+
+def test_gradient_checkpointing_and_length_grouping_train_the_same_pairs(tmp_path, tiny_llava):
+    """Activation checkpointing changes memory, not numbers (here with the length-grouped order)."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=8)
+    common = dict(per_device_batch_size=2, max_steps=4, forward="plain", group_by_length=True, shuffle=True)
+    a = train_ddpo(
+        fast_config(**common), copy.deepcopy(model), processor, prepared, tmp_path / "a", progress=False
+    )
+    b = train_ddpo(
+        fast_config(**common, gradient_checkpointing=True),
+        model,
+        processor,
+        prepared,
+        tmp_path / "b",
+        progress=False,
+    )
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    for name in sa:
+        torch.testing.assert_close(
+            sa[name], sb[name], atol=1e-5, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
+        )

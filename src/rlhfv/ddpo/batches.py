@@ -18,7 +18,9 @@ epoch is ``order[k*G:(k+1)*G]`` with ``G = per_device_batch_size * processes``, 
 process ``r`` takes the ``r``-th slice of it. The position in the data is therefore a
 function of the step alone (exact resume), and N processes see the same global batches
 as one process with an N times larger per-device batch. The tail that does not fill a
-global batch is dropped each epoch.
+global batch is dropped each epoch. With ``group_by_length`` the epoch's order comes from
+``rlhfv.ddpo.forward.length_grouped_indices`` (per-device batches of similar length:
+less padding), still seeded by (seed, epoch).
 """
 
 from __future__ import annotations
@@ -160,6 +162,12 @@ def process_indices(
         begin = k * global_batch + rank * per_device
         out.extend(order[begin : begin + per_device])
     return out
+
+
+def pair_lengths(dataset: Any) -> list[int]:
+    """Tokens per pair (chosen + rejected), read from the id columns only."""
+    columns = dataset.select_columns(["chosen_input_ids", "rejected_input_ids"])
+    return [len(row["chosen_input_ids"]) + len(row["rejected_input_ids"]) for row in columns]
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:

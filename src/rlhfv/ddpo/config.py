@@ -105,6 +105,9 @@ class TrainConfig:
         choices=("pad", "processor", "random_crop"),
     )
     shuffle: bool = _f(True, "shuffle pairs each epoch (seeded)")
+    group_by_length: bool = _f(
+        False, "order each epoch so a per-device batch holds pairs of similar length (less padding; seeded)"
+    )
     dataloader_num_workers: int = _f(0, "DataLoader worker processes")
 
     # output

@@ -61,10 +61,12 @@ from rlhfv.ddpo.batches import (
     PreparedPairs,
     epoch_order,
     image_transform,
+    pair_lengths,
     process_indices,
     to_device,
 )
 from rlhfv.ddpo.config import TrainConfig
+from rlhfv.ddpo.forward import length_grouped_indices
 from rlhfv.ddpo.objectives import OBJECTIVES
 from rlhfv.ddpo.reference import (
     AdapterDisabledReference,
@@ -203,7 +205,11 @@ def prepare_model(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Modul
     freeze_parts(model, config.freeze_vision_tower, config.freeze_projector)
     if config.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if getattr(base, "config", None) is not None:
             base.config.use_cache = False
     if not any(p.requires_grad for p in model.parameters()):
@@ -448,8 +454,12 @@ class Trainer:
         b = self.config.per_device_batch_size
         accum = self.config.gradient_accumulation_steps
         epoch, in_epoch = divmod(first_step, steps_per_epoch)
+        lengths = pair_lengths(self.dataset) if self.config.group_by_length else None
         while True:
-            order = epoch_order(len(pairs), epoch, self.config.seed, self.config.shuffle)
+            if lengths is not None:
+                order = length_grouped_indices(lengths, b, seed=self.config.seed + epoch)
+            else:
+                order = epoch_order(len(pairs), epoch, self.config.seed, self.config.shuffle)
             mine = process_indices(
                 order, in_epoch * accum, b, accelerator.num_processes, accelerator.process_index
             )
