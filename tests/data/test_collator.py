@@ -220,3 +220,36 @@ def test_idefics3_with_image_splitting_pads_tiles_and_the_model_accepts_them():
     with torch.no_grad():
         out = model(**{k: v for k, v in batch.items() if k not in ("token_weights", "pair_index")})
     assert torch.isfinite(out.loss)
+
+
+TURN_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {% for part in m['content'] %}"
+    "{% if part['type'] == 'image' %}<image> {% else %}{{ part['text'] | FILTER }}{% endif %}{% endfor %}"
+    "</s>\n{% endfor %}{% if add_generation_prompt %}<s>assistant: {% endif %}"
+)
+
+
+@pytest.mark.parametrize(("jinja_filter", "framed"), [("string", True), ("upper", False)])
+def test_answer_takes_the_templates_end_of_turn_and_eos_appears_once(jinja_filter, framed):
+    from rlhfv.data.encode import completion_text
+
+    model, processor = build_tiny("llava")
+    processor.chat_template = TURN_TEMPLATE.replace("FILTER", jinja_filter)
+    text, at = completion_text(processor, "What is it?", "a blue dog.")
+    # "string" keeps the answer: the turn is "a blue dog.</s>\n"; "upper" rewrites it, so
+    # the bare answer is used and eos appended
+    assert (text, at) == (("a blue dog.</s>\n", 0) if framed else ("a blue dog.", 0))
+    pair = Correction(
+        image=PAIRS[1].image, question="What is it?", original="a red dog.", corrected="a blue dog."
+    )
+    row = encode_correction(pair, processor)
+    tok = processor.tokenizer
+    start = row["chosen_labels_start"]
+    assert row["chosen_input_ids"][:2] == tok.convert_tokens_to_ids(["<s>", "user"])
+    assert row["chosen_input_ids"][start:] == tok("a blue dog.", add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id
+    ]
+    assert row["chosen_changed"][start:] == [0, 1, 0, 0, 0]
+    batch = PreferenceCollator(processor, gamma=2.0)([row])
+    with torch.no_grad():
+        model(**{k: v for k, v in batch.items() if k not in ("token_weights", "pair_index")})

@@ -5,8 +5,10 @@ processor's own chat template (``add_generation_prompt=True``); the processor th
 on image + prompt, so the image placeholder is expanded exactly as the model expects
 (LLaVA's 576 ``<image>`` tokens, LLaVA-NeXT's resolution-dependent count, Qwen2-VL's
 ``<|image_pad|>`` grid, Idefics3's tiled ``<row_i_col_j>`` blocks...). Each answer is
-tokenised on its own (no special tokens, with character offsets) and appended with
-the tokenizer's eos token, which is labelled too (the model learns to stop).
+rendered as the template's assistant turn (what follows the prompt, as TRL does: the
+template's own spacing and end-of-turn token come with it), tokenised on its own with
+character offsets, and ends with the tokenizer's eos token (appended when the turn does
+not hold it). All of it is labelled: the model learns to stop.
 
 The result is one prepared row (see docs/architecture.md): token ids for chosen and
 rejected, the index of the first answer token, and a 0/1 "changed" mask per token.
@@ -62,17 +64,66 @@ def image_token(processor) -> str | None:
     )
 
 
+def _user_turn(processor, question: str) -> list[dict[str, Any]]:
+    token = image_token(processor)
+    for placeholder in {token, "<image>"} - {None}:
+        question = question.replace(placeholder, "")
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.strip()}]}]
+
+
 def render_prompt(processor, question: str) -> str:
     """The question as a user turn with one image, through the processor's chat template.
 
     A placeholder already typed in the question (LLaVA-style ``"<image>\\n..."`` data) is
     removed first: the template adds the one image.
     """
-    token = image_token(processor)
-    for placeholder in {token, "<image>"} - {None}:
-        question = question.replace(placeholder, "")
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.strip()}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return processor.apply_chat_template(
+        _user_turn(processor, question), add_generation_prompt=True, tokenize=False
+    )
+
+
+def completion_text(processor, question: str, answer: str) -> tuple[str, int]:
+    """The assistant turn as the chat template writes it after the prompt, and where ``answer`` starts in it.
+
+    As TRL does for conversational data: render prompt + assistant turn and keep what
+    follows the rendered prompt, so the answer carries the template's own framing (a
+    leading space, an end-of-turn token such as ``<|im_end|>``). Falls back to the bare
+    answer when the template does not extend the prompt or rewrites the answer.
+    """
+    prompt = render_prompt(processor, question)
+    turns = [
+        *_user_turn(processor, question),
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+    try:
+        full = processor.apply_chat_template(turns, tokenize=False)
+    except Exception:  # a template that cannot render an assistant turn this way
+        return answer, 0
+    if not full.startswith(prompt):
+        return answer, 0
+    completion = full[len(prompt) :]
+    at = completion.find(answer)
+    return (completion, at) if at >= 0 else (answer, 0)
+
+
+def answer_tokens(processor, question: str, answer: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of the assistant turn (ending with eos) and each token's span in ``answer``.
+
+    Tokens of the template's framing around the answer get the empty span ``(0, 0)``;
+    eos is appended unless the turn already contains it.
+    """
+    tokenizer = processor.tokenizer
+    text, at = completion_text(processor, question, answer)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    spans = []
+    for s, e in enc["offset_mapping"]:
+        s, e = max(s, at) - at, min(e, at + len(answer)) - at
+        spans.append((s, e) if s < e else (0, 0))
+    if tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+        spans.append((0, 0))
+    return ids, spans
 
 
 def _prompt_text(processor, question: str) -> tuple[str, bool]:
@@ -259,7 +310,6 @@ def encode_correction(
     else:
         prompt = prompt_ids(processor, open_image(data, path=path, row=row), correction.question)
     start = len(prompt)
-    tokenizer = processor.tokenizer
     if correction.segments is not None:
         segments = check_segments(
             correction.segments, correction.original, correction.corrected, path=path, row=row
@@ -272,8 +322,8 @@ def encode_correction(
         ("chosen", "corrected", correction.corrected, "corrected"),
         ("rejected", "original", correction.original, "original"),
     ):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=alignment == "paper")
-        ids = [*prompt, *enc["input_ids"], tokenizer.eos_token_id]
+        answer_ids, spans = answer_tokens(processor, correction.question, text)
+        ids = [*prompt, *answer_ids]
         if max_length is not None and len(ids) > max_length:
             raise InputError(
                 f"{len(ids)} tokens with the prompt, over the limit of {max_length}",
@@ -283,8 +333,7 @@ def encode_correction(
                 reason="too_long",
             )
         if alignment == "paper":
-            answer_changed = changed_token_mask(enc["offset_mapping"], text, segments, side, kinds)
-            changed = [0] * start + answer_changed + [0]
+            changed = [0] * start + changed_token_mask(spans, text, segments, side, kinds)
         else:
             changed = []  # filled below from both sides
         sides[name] = (ids, changed)
