@@ -440,11 +440,9 @@ def summarise(variants: dict[str, dict]) -> dict:
 
 def table(result: dict, title: str) -> str:
     trl = result["variants"].get("trl", {})
-    head = ("variant", "tokens/s", "peak MB", "s/step", "CPU s/step", "speed vs TRL", "mem vs TRL")
-    rows = [
-        title,
-        f"{head[0]:<15}{head[1]:>10}{head[2]:>10}{head[3]:>9}{head[4]:>12}{head[5]:>14}{head[6]:>12}",
-    ]
+    head = ("variant", "tokens/s", "peak MB", "s/step", "CPU s/step", "GFLOP", "speed vs TRL", "mem vs TRL")
+    widths = (-15, 10, 10, 9, 12, 9, 14, 12)
+    rows = [title, "".join(f"{h:<{-w}}" if w < 0 else f"{h:>{w}}" for h, w in zip(head, widths, strict=True))]
     for name, v in result["variants"].items():
         if "error" in v:
             rows.append(f"{name:<15}  failed: {v['error']}")
