@@ -110,3 +110,23 @@ def test_shipped_training_yamls_load():
         "sum",
         0.03,
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("ddp", "MULTI_GPU"),
+        ("fsdp", "FSDP"),
+        ("deepspeed_zero2", "DEEPSPEED"),
+        ("deepspeed_zero3", "DEEPSPEED"),
+    ],
+)
+def test_shipped_accelerate_configs_load(name, kind):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(Path(__file__).parents[2] / "configs" / "accelerate" / f"{name}.yaml"))
+    assert str(config.distributed_type).endswith(kind) and config.num_processes == 8
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])

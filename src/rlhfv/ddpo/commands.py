@@ -9,6 +9,7 @@ under ``accelerate launch`` or ``torchrun`` for several GPUs.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -155,5 +156,6 @@ def _run(args: argparse.Namespace) -> int:
     summary = ", ".join(
         f"{k} {v:.4g}" for k, v in last.items() if k in ("loss", "rewards/margins", "rewards/accuracies")
     )
-    print(f"trained {result.global_step} steps ({summary}); model saved in {result.output_dir}")
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process
+        print(f"trained {result.global_step} steps ({summary}); model saved in {result.output_dir}")
     return 0
