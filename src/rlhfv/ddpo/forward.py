@@ -349,7 +349,7 @@ def shared_prefix_token_logps(model: torch.nn.Module, batch: Mapping[str, torch.
             out_cols.append(t - 1)
             src_flat.append(i * packed_len + src)
             targets.append(labels[row, t])
-    out = torch.zeros(n_rows, seq_len - 1, device=device)
+    out = torch.zeros(n_rows, seq_len - 1, dtype=torch.float32, device=device)
     if not src_flat:
         return out
     src_flat_t = torch.cat(src_flat)
