@@ -512,9 +512,14 @@ class Trainer:
         objective = OBJECTIVES[self.objective_name](config, reference)
         optimizer, scheduler = self._optimizer_and_schedule(model, total_steps)
         if accelerator.state.deepspeed_plugin is not None:
-            accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
-                config.per_device_batch_size
-            )
+            # DeepSpeed keeps its own batch and accumulation counters: make them ours (accelerate
+            # would otherwise switch to DeepSpeed's accumulation value)
+            ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+            ds_config["train_micro_batch_size_per_gpu"] = config.per_device_batch_size
+            ds_config["gradient_accumulation_steps"] = config.gradient_accumulation_steps
+            ds_config.pop("train_batch_size", None)
+            if config.max_grad_norm is not None:
+                ds_config["gradient_clipping"] = config.max_grad_norm
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         model.train()
         if accelerator.is_main_process and config.report_to:
