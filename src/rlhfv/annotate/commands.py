@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--host", default="127.0.0.1", help="[%(default)s]")
     q.add_argument("--port", type=int, default=8000, help="[%(default)s]")
     q.add_argument("--lock-minutes", type=float, default=30.0, help="task lock time limit [%(default)s]")
+    q.add_argument(
+        "--secure-cookie", action="store_true", help="mark the session cookie Secure (behind an HTTPS proxy)"
+    )
     q.set_defaults(func=_serve)
 
     q = sub.add_parser(
@@ -97,9 +100,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rlhfv.annotate.app import Settings, create_app
+    from rlhfv.errors import InputError
 
     db, store = _open(args)
-    app = create_app(db, Settings(store=store, lock_seconds=args.lock_minutes * 60))
+    if args.lock_minutes <= 0:
+        raise InputError("must be positive", field="lock-minutes", reason="bad_option")
+    settings = Settings(store=store, lock_seconds=args.lock_minutes * 60, secure_cookie=args.secure_cookie)
+    app = create_app(db, settings)
     print(f"rlhfv annotate: http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
