@@ -330,3 +330,14 @@ def test_show_a_prepared_row_brackets_the_changed_tokens(tmp_path, capsys):
     assert "1 of 7 answer tokens changed" in stdout
     rc, _, err = _run(capsys, "data", "show", tmp_path / "p", "--index", "3")
     assert rc == 2 and "has no record 3 (1 rows)" in err
+
+
+def test_in_and_out_usage_errors(tmp_path, capsys):
+    rc, _, err = _run(capsys, "data", "prepare", "example", "--processor", "tiny-llava")
+    assert rc == 2 and "field OUT: give IN and OUT" in err
+    rc, _, err = _run(capsys, "data", "prepare", "--example", "a", "b", "--processor", "tiny-llava")
+    assert rc == 2 and "with --example give only OUT" in err
+    rc, _, err = _run(
+        capsys, "data", "prepare", tmp_path / "nope.jsonl", tmp_path / "o", "--processor", "tiny-llava"
+    )
+    assert rc == 2 and "nope.jsonl: no such file or folder" in err

@@ -28,10 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "paths",
-        nargs="+",
-        metavar="IN OUT",
-        help="input file or folder (or 'example', the small example shipped with rlhfv) and output folder",
+        "input",
+        metavar="IN",
+        help="input file or folder, or 'example' (the small example shipped with rlhfv)",
+    )
+    p.add_argument(
+        "output",
+        metavar="OUT",
+        nargs="?",
+        help="output folder (a prepared dataset already there is replaced)",
     )
     p.add_argument(
         "--example", action="store_true", help="use the shipped example as input (then give only OUT)"
@@ -107,18 +112,20 @@ def _prepare(args: argparse.Namespace) -> int:
     from rlhfv.data.prepare import load_processor, prepare
     from rlhfv.errors import InputError
 
-    paths = list(args.paths)
+    source, output = args.input, args.output
     if args.example:
-        paths.insert(0, "example")
-    if len(paths) != 2:
-        raise InputError("give IN and OUT (or --example and OUT)", field="IN OUT", reason="usage")
+        if output is not None:
+            raise InputError("with --example give only OUT", field="IN OUT", reason="usage")
+        source, output = "example", source
+    if output is None:
+        raise InputError("give IN and OUT (or --example OUT)", field="OUT", reason="usage")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     if args.max_length is not None and args.max_length <= 0:
         raise InputError("must be a positive number of tokens", field="--max-length", reason="usage")
     processor = load_processor(args.processor)
     summary = prepare(
-        paths[0],
-        paths[1],
+        source,
+        output,
         processor,
         processor_name=args.processor,
         gamma=args.gamma,
