@@ -123,6 +123,8 @@ def test_next_task_is_locked_to_one_annotator_and_kept(env) -> None:
     a1, b1 = claim(ann), claim(bob)
     assert a1["task_id"] != b1["task_id"]
     assert claim(ann)["assignment_id"] == a1["assignment_id"]  # the held task comes back
+    renewed = ann.post(f"/api/assignments/{a1['assignment_id']}/extend").json()["expires_at"]
+    assert renewed >= a1["expires_at"]  # the open page's heartbeat keeps the lock
     assert a1["answer"].startswith("There are two red apples")
     # remaining: the held task and the four open ones, not the one bob holds
     assert ann.get("/api/me").json()["progress"] == {"done": 0, "returned": 0, "remaining": 5}
@@ -160,11 +162,20 @@ def test_concurrent_claims_never_share_a_task(db_url, tmp_path, n_tasks: int) ->
 
 
 def test_abandoned_lock_expires_and_goes_to_someone_else(db_url, tmp_path) -> None:
-    env = make_env(db_url, tmp_path, n_tasks=1, lock_seconds=0.5)
+    env = make_env(db_url, tmp_path, n_tasks=1, lock_seconds=120)
     ann, bob = env.client("ann"), env.client("bob")
     mine = claim(ann)
+    with env.db.read() as s:
+        a = s.get(Assignment, mine["assignment_id"])
+        assert a.expires_at - a.locked_at == pytest.approx(120)  # the time limit
     assert claim(bob) is None  # the only task is locked
-    time.sleep(0.7)
+    # ann walks away: move her lock's expiry into the past instead of waiting two minutes
+    with env.db.write() as s:
+        s.execute(
+            update(Assignment)
+            .where(Assignment.id == mine["assignment_id"])
+            .values(expires_at=time.time() - 1)
+        )
     theirs = claim(bob)
     assert theirs["assignment_id"] == mine["assignment_id"]
     assert submit(ann, mine["assignment_id"]).status_code == 403  # ann lost it
