@@ -109,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from rlhfv.data.prepare import load_processor, prepare
+    from rlhfv.data.io import sniff_format
+    from rlhfv.data.prepare import load_processor, prepare, resolve_input
     from rlhfv.errors import InputError
 
     source, output = args.input, args.output
@@ -122,6 +123,8 @@ def _prepare(args: argparse.Namespace) -> int:
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     if args.max_length is not None and args.max_length <= 0:
         raise InputError("must be a positive number of tokens", field="--max-length", reason="usage")
+    if args.format is None:  # a missing or unknown input fails before a processor loads
+        sniff_format(resolve_input(source))
     processor = load_processor(args.processor)
     summary = prepare(
         source,
