@@ -115,6 +115,8 @@ def test_bad_json_and_bad_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "expected a .jsonl or .parquet file" in capsys.readouterr().err
     assert run(["stats", "--db", "nosuchdriver://x", "--home", str(tmp_path / "h")]) == 2
     assert "cannot open database" in capsys.readouterr().err
+    assert run(["export", str(tmp_path / "out.jsonl"), "--home", str(tmp_path / "empty")]) == 2
+    assert "no annotation database" in capsys.readouterr().err
 
 
 def test_user_add_from_stdin(

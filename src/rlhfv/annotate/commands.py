@@ -85,14 +85,28 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
     home = Path(args.home)
     url = args.db
     if url is None:
+        if not create and not (home / "annotate.db").is_file():
+            raise InputError(
+                f"no annotation database in {home} (import tasks first)", field="home", reason="no_database"
+            )
         home.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(home / 'annotate.db').resolve()}"
     try:
         db = Database(url)
         if create:
             db.create_all()
+        else:
+            from sqlalchemy import inspect
+
+            has_tables = inspect(db.engine).has_table("tasks")
     except Exception as err:  # a bad URL or an unreachable server is the user's to fix
         raise InputError(f"cannot open database: {err}".splitlines()[0], field="db", reason="bad_db") from err
+    if not create and not has_tables:
+        raise InputError(
+            f"no annotation database at {db.url.render_as_string()} (import tasks first)",
+            field="db",
+            reason="no_database",
+        )
     return db, home / "images"
 
 
