@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import rlhfv.data.collator
 from rlhfv.data.collator import PreferenceCollator
 from rlhfv.data.diff import changed_segments
 from rlhfv.data.encode import encode_correction
@@ -120,8 +119,14 @@ def test_reference_alignment_marks_the_short_match_between_replacements(tiny):
     assert not any(row["chosen_changed"][:start])
 
 
-def test_collator_docstring_example_runs():
-    assert doctest.testmod(rlhfv.data.collator).failed == 0
+def test_docstring_examples_run():
+    import rlhfv.data.collator
+    import rlhfv.data.diff
+    import rlhfv.data.weights
+
+    for module in (rlhfv.data.collator, rlhfv.data.diff, rlhfv.data.weights):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 _WORDS = ["a", "the", "red", "blue", "dog", "cat", "two", "one", "on", "grass", "sitting", ".", ",", "zebra"]
