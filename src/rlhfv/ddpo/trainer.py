@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import re
@@ -81,6 +82,8 @@ from rlhfv.ddpo.reference import (
 )
 from rlhfv.ddpo.sft import train_sft  # re-exported: the API names both stages here
 from rlhfv.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_DIRNAME = "training_state"
@@ -487,6 +490,17 @@ class Trainer:
         if accelerator.is_main_process:
             config.save(self.output_dir / "train_config.yaml")
 
+        recorded = self.metadata.get("gamma")
+        differs = recorded is not None and float(recorded) != config.gamma
+        if self.objective_name == "ddpo" and differs and accelerator.is_main_process:
+            logger.warning(
+                "the prepared data records gamma %s (rlhfv data prepare --gamma) but the training config "
+                "says %s; training uses %s (--set gamma=%s follows the data)",
+                recorded,
+                config.gamma,
+                config.gamma,
+                recorded,
+            )
         n_pairs = len(self.dataset)
         global_micro = config.per_device_batch_size * accelerator.num_processes
         steps_per_epoch = n_pairs // global_micro // config.gradient_accumulation_steps
