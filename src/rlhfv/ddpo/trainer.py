@@ -479,28 +479,9 @@ class Trainer:
                 yield epoch, to_device(batch, accelerator.device)
             epoch, in_epoch = epoch + 1, 0
 
-    def train(self) -> TrainResult:
-        from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
-
+    def _schedule(self, accelerator) -> tuple[int, int]:
+        """(optimiser steps per epoch, total optimiser steps); too little data is an InputError."""
         config = self.config
-        accelerator = self._make_accelerator()
-        set_seed(config.seed)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if accelerator.is_main_process:
-            config.save(self.output_dir / "train_config.yaml")
-
-        recorded = self.metadata.get("gamma")
-        differs = recorded is not None and float(recorded) != config.gamma
-        if self.objective_name == "ddpo" and differs and accelerator.is_main_process:
-            logger.warning(
-                "the prepared data records gamma %s (rlhfv data prepare --gamma) but the training config "
-                "says %s; training uses %s (--set gamma=%s follows the data)",
-                recorded,
-                config.gamma,
-                config.gamma,
-                recorded,
-            )
         n_pairs = len(self.dataset)
         global_micro = config.per_device_batch_size * accelerator.num_processes
         steps_per_epoch = n_pairs // global_micro // config.gradient_accumulation_steps
@@ -512,13 +493,30 @@ class Trainer:
                 field="per_device_batch_size",
                 reason="too_little_data",
             )
-        total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+        return steps_per_epoch, config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
 
+    def _warn_if_gamma_differs(self) -> None:
+        recorded = self.metadata.get("gamma")
+        if self.objective_name == "ddpo" and recorded is not None and float(recorded) != self.config.gamma:
+            logger.warning(
+                "the prepared data records gamma %s (rlhfv data prepare --gamma) but the training config "
+                "says %s; training uses %s (--set gamma=%s follows the data)",
+                recorded,
+                self.config.gamma,
+                self.config.gamma,
+                recorded,
+            )
+
+    def _setup(self, accelerator, total_steps: int):
+        """Reference source, freezing/LoRA/checkpointing, optimiser, schedule, accelerate wrapping."""
+        from accelerate.utils import set_seed
+
+        config = self.config
         model = self.model
         model.train()
-        reference = (
-            self._reference_source(accelerator, model) if config.reference != "adapters_disabled" else None
-        )
+        reference = None
+        if config.reference != "adapters_disabled":  # the initial model, before any adapter exists
+            reference = self._reference_source(accelerator, model)
         set_seed(config.seed)  # the reference precompute draws from the RNG; LoRA init must not depend on it
         model = prepare_model(model, config)
         if config.reference == "adapters_disabled":
@@ -536,6 +534,46 @@ class Trainer:
                 ds_config["gradient_clipping"] = config.max_grad_norm
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         model.train()
+        return model, optimizer, scheduler, objective
+
+    def _optimizer_step(
+        self, accelerator, model, objective, optimizer, scheduler, batches, step, window, last_ckpt
+    ):
+        """One optimiser step over ``gradient_accumulation_steps`` micro-batches; returns the epoch."""
+        config = self.config
+        epoch = 0
+        for micro in range(config.gradient_accumulation_steps):
+            epoch, batch = next(batches)
+            with accelerator.accumulate(model):
+                loss, metrics = objective(model, batch)
+                _check_finite(accelerator, loss, step + 1, micro, last_ckpt)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if config.max_grad_norm is not None:
+                        window.grad_norm = accelerator.clip_grad_norm_(
+                            model.parameters(), config.max_grad_norm
+                        )
+                    window.lr = float(scheduler.get_last_lr()[0])  # the rate this update uses
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+            window.add(metrics, batch["attention_mask"].sum())
+        return epoch
+
+    def train(self) -> TrainResult:
+        """Run to ``max_steps`` (or ``num_epochs``), then save the final model in ``output_dir``."""
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        config = self.config
+        accelerator = self._make_accelerator()
+        set_seed(config.seed)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.is_main_process:
+            config.save(self.output_dir / "train_config.yaml")
+            self._warn_if_gamma_differs()
+        steps_per_epoch, total_steps = self._schedule(accelerator)
+        model, optimizer, scheduler, objective = self._setup(accelerator, total_steps)
         if accelerator.is_main_process and config.report_to:
             accelerator.init_trackers("rlhfv", config=_flat_config(config))
 
@@ -544,59 +582,34 @@ class Trainer:
         if resume_dir is not None:
             accelerator.load_state(str(resume_dir / STATE_DIRNAME))
             step = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())["global_step"]
-
-        collator = self._collator()
-        pairs = self._pairs(config.image_pipeline)
-        batches = self._batches(pairs, collator, accelerator, step, steps_per_epoch)
+        batches = self._batches(
+            self._pairs(config.image_pipeline), self._collator(), accelerator, step, steps_per_epoch
+        )
         metrics_file = self.output_dir / "metrics.jsonl"
         if accelerator.is_main_process:
             _truncate_metrics(metrics_file, step)
-        bar = tqdm(
-            total=total_steps,
-            initial=step,
-            desc=self.objective_name,
-            disable=not (self.progress and accelerator.is_local_main_process),
-            unit="step",
-        )
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        tokens = torch.zeros((), device=accelerator.device)
-        tick = time.perf_counter()
-        epoch = step // steps_per_epoch
+        show = self.progress and accelerator.is_local_main_process
+        bar = tqdm(total=total_steps, initial=step, desc=self.objective_name, disable=not show, unit="step")
+        window = _MetricWindow(accelerator)
         last_checkpoint = _latest_checkpoint(self.output_dir)
         stop = False
         while step < total_steps and not stop:
-            grad_norm, lr = None, float("nan")
-            for micro in range(config.gradient_accumulation_steps):
-                epoch, batch = next(batches)
-                with accelerator.accumulate(model):
-                    loss, metrics = objective(model, batch)
-                    _check_finite(accelerator, loss, step + 1, micro, last_checkpoint)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        if config.max_grad_norm is not None:
-                            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                        lr = float(scheduler.get_last_lr()[0])  # the rate this update uses
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad()
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0) + value.detach().float()
-                count += 1
-                tokens += batch["attention_mask"].sum()
+            epoch = self._optimizer_step(
+                accelerator, model, objective, optimizer, scheduler, batches, step, window, last_checkpoint
+            )
             step += 1
             bar.update(1)
             logged: dict[str, float] = {}
             if step % config.logging_steps == 0 or step == total_steps:
-                logged = self._log(accelerator, sums, count, tokens, tick, lr, grad_norm, step, epoch)
+                logged = window.flush(step, epoch)
+                self.history.append(logged)
+                accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=step)
                 bar.set_postfix(
                     {k: f"{v:.4g}" for k, v in logged.items() if k in ("loss", "rewards/margins", "lr")}
                 )
                 if accelerator.is_main_process:
                     with metrics_file.open("a") as fh:
                         fh.write(json.dumps(logged) + "\n")
-                sums, count, tick = {}, 0, time.perf_counter()
-                tokens = torch.zeros((), device=accelerator.device)
             if step % config.save_steps == 0 and step < total_steps:
                 last_checkpoint = self._save_checkpoint(accelerator, model, step, epoch)
             state = TrainState(step=step, total_steps=total_steps, epoch=epoch, metrics=logged)
@@ -614,23 +627,44 @@ class Trainer:
             checkpoints=list(self.checkpoints),
         )
 
-    def _log(self, accelerator, sums, count, tokens, tick, lr, grad_norm, step, epoch) -> dict[str, float]:
-        keys = sorted(sums)
-        local = torch.stack([sums[k] / max(count, 1) for k in keys]).to(accelerator.device)
-        averaged = accelerator.reduce(local, reduction="mean") if accelerator.num_processes > 1 else local
-        total_tokens = (
-            accelerator.reduce(tokens.float(), reduction="sum") if accelerator.num_processes > 1 else tokens
-        )
-        elapsed = max(time.perf_counter() - tick, 1e-9)
+
+class _MetricWindow:
+    """Metrics summed over the micro-batches since the last log, averaged over them and the processes."""
+
+    def __init__(self, accelerator) -> None:
+        self.accelerator = accelerator
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.tokens = torch.zeros((), device=self.accelerator.device)
+        self.tick = time.perf_counter()
+        self.lr = float("nan")
+        self.grad_norm: Any = None
+
+    def add(self, metrics: Mapping[str, torch.Tensor], tokens: torch.Tensor) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0) + value.detach().float()
+        self.count += 1
+        self.tokens += tokens
+
+    def flush(self, step: int, epoch: int) -> dict[str, float]:
+        accelerator = self.accelerator
+        keys = sorted(self.sums)
+        local = torch.stack([self.sums[k] / max(self.count, 1) for k in keys]).to(accelerator.device)
+        several = accelerator.num_processes > 1
+        averaged = accelerator.reduce(local, reduction="mean") if several else local
+        tokens = accelerator.reduce(self.tokens.float(), reduction="sum") if several else self.tokens
+        elapsed = max(time.perf_counter() - self.tick, 1e-9)
         logged = {k: float(v) for k, v in zip(keys, averaged.tolist(), strict=True)}
-        logged["lr"] = lr
-        logged["tokens_per_second"] = float(total_tokens) / elapsed
-        if grad_norm is not None:
-            logged["grad_norm"] = float(grad_norm)
+        logged["lr"] = self.lr
+        logged["tokens_per_second"] = float(tokens) / elapsed
+        if self.grad_norm is not None:
+            logged["grad_norm"] = float(self.grad_norm)
         logged["epoch"] = epoch
         logged["step"] = step
-        self.history.append(logged)
-        accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=step)
+        self._reset()
         return logged
 
 
