@@ -361,3 +361,34 @@ def test_gradient_checkpointing_and_length_grouping_train_the_same_pairs(tmp_pat
         torch.testing.assert_close(
             sa[name], sb[name], atol=1e-5, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
         )
+
+
+def test_lora_sft_then_lora_ddpo_and_checkpoint_limit(tmp_path, tiny_llava):
+    """The scene-world pipeline: SFT with LoRA, then DDPO with LoRA on its result (merged first)."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    lora = dict(lora=True, lora_dropout=0.0, learning_rate=2e-2)
+    sft = train_sft(
+        fast_config(**lora, max_steps=2), model, processor, prepared, tmp_path / "sft", progress=False
+    )
+    merged_reference = copy.deepcopy(sft.model).merge_and_unload()
+    ddpo = train_ddpo(
+        fast_config(**lora, max_steps=4, save_steps=1, save_total_limit=2),
+        sft.model,
+        processor,
+        prepared,
+        tmp_path / "ddpo",
+        progress=False,
+    )
+    assert ddpo.history[0]["loss"] == pytest.approx(0.693147, abs=1e-5)  # reference = the SFT model
+    assert ddpo.history[-1]["loss"] < ddpo.history[0]["loss"]
+    with ddpo.model.disable_adapter():  # the base of the new adapters is the merged SFT model
+        for name, param in ddpo.model.get_base_model().named_parameters():
+            if "lora_" not in name:
+                torch.testing.assert_close(
+                    param, merged_reference.get_parameter(name.replace(".base_layer", ""))
+                )
+    assert sorted(p.name for p in (tmp_path / "ddpo").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-3",
+    ]

@@ -202,7 +202,13 @@ def apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
 
 
 def prepare_model(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
-    """Freezing, LoRA and gradient checkpointing as the config asks."""
+    """Freezing, LoRA and gradient checkpointing as the config asks.
+
+    A model that already carries LoRA adapters (e.g. ``train_sft(..., lora=True).model``) is
+    merged first: it is the starting point (and the reference) of this run.
+    """
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
     if config.lora:
         model = apply_lora(model, config)
     freeze_parts(model, config.freeze_vision_tower, config.freeze_projector)
