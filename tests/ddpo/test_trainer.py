@@ -392,3 +392,17 @@ def test_lora_sft_then_lora_ddpo_and_checkpoint_limit(tmp_path, tiny_llava):
         "checkpoint-2",
         "checkpoint-3",
     ]
+
+
+def test_runs_in_one_process_may_change_precision_and_accumulation(tmp_path, tiny_llava):
+    """SFT in fp32, then DDPO in bf16 autocast with accumulation, from the same Python process."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    sft = train_sft(fast_config(max_steps=1), model, processor, prepared, tmp_path / "sft", progress=False)
+    config = fast_config(
+        max_steps=2, mixed_precision="bf16", per_device_batch_size=2, gradient_accumulation_steps=2
+    )
+    ddpo = train_ddpo(config, sft.model, processor, prepared, tmp_path / "ddpo", progress=False)
+    assert ddpo.history[0]["loss"] == pytest.approx(0.6931, abs=5e-3)  # bf16 rounding around log 2
+    assert ddpo.history[1]["loss"] < ddpo.history[0]["loss"]
+    assert next(ddpo.model.parameters()).dtype == torch.float32  # autocast: fp32 master weights

@@ -306,6 +306,13 @@ class Trainer:
                 raise InputError(
                     "report_to wandb needs the wandb package (pip install 'rlhfv[wandb]')", field="report_to"
                 ) from None
+        from accelerate.state import AcceleratorState, GradientState
+
+        # Each run configures its own precision and accumulation; accelerate keeps both in
+        # process-wide singletons, so a second run in the same process (SFT, then DDPO) would
+        # be refused. The process group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         accelerator = Accelerator(
             # torchrun on a machine without GPUs: accelerate needs to be told to use gloo on the CPU
