@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("train", "Dense DPO (DDPO) training on prepared preference data"),
         ("sft", "supervised fine-tuning on the chosen (corrected) answers: the paper's first stage"),
     ):
-        parser = subparsers.add_parser(name, help=help_text, description=help_text + ".")
+        example = (
+            f"example: rlhfv {name} --model llava-hf/llava-1.5-7b-hf --data data/prepared --output runs/{name} "
+            "--config configs/paper.yaml; several GPUs: accelerate launch --config_file "
+            f"configs/accelerate/deepspeed_zero3.yaml -m rlhfv.cli {name} ...; see docs/training.md"
+        )
+        parser = subparsers.add_parser(name, help=help_text, description=help_text + ".", epilog=example)
         _add_arguments(parser)
         parser.set_defaults(func=_run, objective="ddpo" if name == "train" else "sft")
 

@@ -10,6 +10,10 @@ prepared pairs are not used (``chosen_half``)::
 
     result = train_sft(TrainConfig(learning_rate=2e-5, num_epochs=1), model, processor, "prepared/", "runs/sft")
 
+The loss of a micro-batch is the mean over its answer tokens (as the usual SFT trainers
+do), so unlike the DDPO loss it is not exactly invariant to how a global batch is split
+into micro-batches or processes when answers differ in length.
+
 Images go through the paper's trustworthy pipeline by default (``image_pipeline: pad``:
 pad to a square before a cropping processor, never crop; RLHF-V Sec. 3.3). The
 untrustworthy augmentation the paper ablates (Table 3, "with cropping augmentation")
