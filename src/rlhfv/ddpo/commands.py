@@ -21,9 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("train", "Dense DPO (DDPO) training on prepared preference data"),
         ("sft", "supervised fine-tuning on the chosen (corrected) answers: the paper's first stage"),
     ):
+        settings = (
+            "--config configs/paper.yaml"
+            if name == "train"
+            else "--set learning_rate=2e-5 --set num_epochs=1"
+        )
         example = (
             f"example: rlhfv {name} --model llava-hf/llava-1.5-7b-hf --data data/prepared --output runs/{name} "
-            "--config configs/paper.yaml; several GPUs: accelerate launch --config_file "
+            f"{settings}; several GPUs: accelerate launch --config_file "
             f"configs/accelerate/deepspeed_zero3.yaml -m rlhfv.cli {name} ...; see docs/training.md"
         )
         parser = subparsers.add_parser(name, help=help_text, description=help_text + ".", epilog=example)
