@@ -406,3 +406,14 @@ def test_runs_in_one_process_may_change_precision_and_accumulation(tmp_path, tin
     assert ddpo.history[0]["loss"] == pytest.approx(0.6931, abs=5e-3)  # bf16 rounding around log 2
     assert ddpo.history[1]["loss"] < ddpo.history[0]["loss"]
     assert next(ddpo.model.parameters()).dtype == torch.float32  # autocast: fp32 master weights
+
+
+def test_data_prepared_for_another_processor_is_an_input_error(tmp_path):
+    """Qwen2-VL-prepared data (other image tokens, other ids) fed to a tiny LLaVA."""
+    _, qwen_processor = build_tiny("qwen2_vl")
+    model, processor = build_tiny("llava")
+    prepared = make_prepared(qwen_processor, n=4)
+    for reference in ("precomputed", "model"):  # caught in the reference pass and in training
+        with pytest.raises(InputError, match="prepare it again") as err:
+            train_ddpo(fast_config(reference=reference), model, processor, prepared, tmp_path, progress=False)
+        assert err.value.field == "--data"

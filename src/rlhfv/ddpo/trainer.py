@@ -43,6 +43,7 @@ as one process with batch N*b.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -67,7 +68,7 @@ from rlhfv.ddpo.batches import (
     to_device,
 )
 from rlhfv.ddpo.config import TrainConfig
-from rlhfv.ddpo.forward import length_grouped_indices
+from rlhfv.ddpo.forward import length_grouped_indices, unwrap_model
 from rlhfv.ddpo.objectives import OBJECTIVES
 from rlhfv.ddpo.reference import (
     AdapterDisabledReference,
@@ -384,15 +385,17 @@ class Trainer:
             collate_fn=self._collator(),
             num_workers=self.config.dataloader_num_workers,
         )
-        values = compute_answer_logps(
-            ref_model,
-            loader,
-            device=accelerator.device,
-            autocast=accelerator.autocast,
-            forward=self.config.forward,
-            progress=self.progress and accelerator.is_local_main_process,
-            total=len(loader),
-        )
+        checked = (_check_vocabulary(ref_model, batch, self.metadata) or batch for batch in loader)
+        with _data_must_fit_model(self.metadata):
+            values = compute_answer_logps(
+                ref_model,
+                checked,
+                device=accelerator.device,
+                autocast=accelerator.autocast,
+                forward=self.config.forward,
+                progress=self.progress and accelerator.is_local_main_process,
+                total=len(loader),
+            )
         gathered = gather_object([values]) if accelerator.num_processes > 1 else [values]
         if accelerator.is_main_process:
             merged = {k: v for part in gathered for k, v in part.items()}
@@ -558,7 +561,7 @@ class Trainer:
         for micro in range(config.gradient_accumulation_steps):
             epoch, batch = next(batches)
             with accelerator.accumulate(model):
-                loss, metrics = objective(model, batch)
+                loss, metrics = _run_objective(objective, model, batch, self.metadata)
                 _check_finite(accelerator, loss, step + 1, micro, last_ckpt)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -682,6 +685,44 @@ class _MetricWindow:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _mismatch_hint(metadata: Mapping[str, Any]) -> str:
+    return (
+        f"the prepared data (processor {metadata.get('processor', '?')!r}) does not fit this model: "
+        "prepare it again with `rlhfv data prepare ... --processor <this model>`"
+    )
+
+
+def _check_vocabulary(model, batch: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    # checked before the forward: on a GPU an id past the embedding table is a device assert
+    embeddings = unwrap_model(model).get_input_embeddings()
+    if embeddings is not None and int(batch["input_ids"].max()) >= embeddings.num_embeddings:
+        raise InputError(
+            f"{_mismatch_hint(metadata)} (token id beyond the vocabulary)",
+            field="--data",
+            reason="processor_mismatch",
+        )
+
+
+@contextlib.contextmanager
+def _data_must_fit_model(metadata: Mapping[str, Any]):
+    """Image-token count errors from the model become an InputError naming the cause."""
+    try:
+        yield
+    except ValueError as err:
+        if "image tokens" in str(err) or "Image features" in str(err):
+            raise InputError(
+                f"{_mismatch_hint(metadata)} ({err})", field="--data", reason="processor_mismatch"
+            ) from None
+        raise
+
+
+def _run_objective(objective, model, batch, metadata: Mapping[str, Any]):
+    """The objective on one batch; data prepared for another processor is an InputError, not a traceback."""
+    _check_vocabulary(model, batch, metadata)
+    with _data_must_fit_model(metadata):
+        return objective(model, batch)
 
 
 def _check_finite(
