@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).with_name("dist_train_script.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _run(args: list[str], env_extra: dict[str, str]) -> None:
@@ -30,7 +37,7 @@ def test_two_processes_match_one(tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29517",
+            str(_free_port()),
             str(SCRIPT),
             str(tmp_path / "two"),
             "2",
