@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-scratch", action="store_true", help="retrain the SFT model instead of the shipped one"
     )
+    p.add_argument("--sft-model", default=None, help="start from this saved SFT model directory instead")
     p.add_argument("--output", default="rlhfv-demo", help="output directory (default: %(default)s)")
     p.add_argument("--corrections", type=int, default=None, help="number of corrections (default 1400)")
     p.add_argument("--eval-scenes", type=int, default=None, help="held-out scenes to evaluate (default 300)")
@@ -49,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise InputError("output exists and is not a directory", path=str(output))
     torch.set_num_threads(args.threads)
-    overrides = {"seed": args.seed, "from_scratch": args.from_scratch}
+    overrides = {"seed": args.seed, "from_scratch": args.from_scratch, "sft_model": args.sft_model}
     if args.corrections is not None:
         overrides["n_corrections"] = args.corrections
     if args.eval_scenes is not None:

@@ -52,6 +52,7 @@ class DemoConfig:
     ddpo_gamma: float = 5.0
     seed: int = 0
     from_scratch: bool = False
+    sft_model: str | None = None  # a saved SFT model directory (default: the shipped checkpoint)
     sft: SFTSettings = SFTSettings()
 
     @classmethod
@@ -108,7 +109,9 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
 
     t = time.time()
     print("[1/5] SFT model", flush=True)
-    if config.from_scratch or not has_shipped_checkpoint():
+    if config.sft_model is not None and not config.from_scratch:
+        sft_model, processor = load_scene_model(config.sft_model)
+    elif config.from_scratch or not has_shipped_checkpoint():
         sft_model, processor = train_scene_sft(config.sft, output / "sft")
     else:
         sft_model, processor = load_scene_model(CHECKPOINT_DIR)

@@ -89,10 +89,10 @@ def prepare_corrections(corrections: Sequence[Correction], processor: Any, direc
 class SFTSettings:
     """The scene model's supervised stage (tuned for 2 CPU cores)."""
 
-    n_scenes: int = 4000
-    epochs: float = 2.0
+    n_scenes: int = 12000
+    epochs: float = 1.5
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     image_pipeline: str = "pad"  # "random_crop": the untrustworthy augmentation
     seed: int = 0
 
