@@ -198,11 +198,17 @@ def test_parameter_groups_and_lora_targets_per_architecture(arch):
     assert all(not p.requires_grad for n, p in model.named_parameters() if parameter_group(n) == "vision")
 
 
-def test_resume_is_exact(tmp_path, tiny_llava):
-    """Crash after step 3 (checkpoint at 2), resume: the same weights as the uninterrupted run."""
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-dropout"])
+def test_resume_is_exact(tmp_path, tiny_llava, lora):
+    """Crash after step 3 (checkpoint at 2), resume: the same weights as the uninterrupted run.
+
+    With LoRA dropout the resumed run must also restore the RNG to draw the same masks.
+    """
     model, processor = tiny_llava
     prepared = make_prepared(processor, n=8)
+    extra = dict(lora=True, lora_dropout=0.3, learning_rate=1e-2) if lora else {}
     config = fast_config(
+        **extra,
         per_device_batch_size=2,
         gradient_accumulation_steps=2,
         shuffle=True,
