@@ -620,9 +620,8 @@ class Trainer:
                 logged = window.flush(step, epoch)
                 self.history.append(logged)
                 accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=step)
-                bar.set_postfix(
-                    {k: f"{v:.4g}" for k, v in logged.items() if k in ("loss", "rewards/margins", "lr")}
-                )
+                shown = ("loss", "rewards/margins", "rewards/accuracies", "lr", "tokens_per_second")
+                bar.set_postfix({k.split("/")[-1]: f"{logged[k]:.4g}" for k in shown if k in logged})
                 if accelerator.is_main_process:
                     with metrics_file.open("a") as fh:
                         fh.write(json.dumps(logged) + "\n")
