@@ -99,3 +99,11 @@ def test_hallucinated_object_becomes_an_unmentioned_true_one():
     assert c.corrected == "A red ball is in the top left. Three yellow suns are in the top right."
     assert {s.category for s in c.segments} == {"object"}
     assert [claim.cls for claim in claims_of(c.corrected)] == ["ball", "sun"]
+
+
+def test_a_repeated_object_is_treated_as_an_extra_one():
+    scene = Scene((SceneObject("bell", "yellow", 1, "top left"), SceneObject("ring", "red", 2, "center")))
+    answer = "A yellow bell is in the top left. A yellow bell is in the top center. A yellow bell is in the top right."
+    c = annotate(answer, scene, image=b"x", question="q")
+    assert c.corrected == "A yellow bell is in the top left. Two red rings are in the center."
+    assert [s.category for s in c.segments] == ["object"] * 6  # N, C, O, BE, P + a deletion

@@ -9,7 +9,9 @@ leaving every other character untouched:
 - an object that is not in the scene: its sentence's object slots are rewritten to
   describe a ground-truth object the answer has not mentioned (category ``object``), or,
   when every object is already mentioned, the sentence is deleted;
-- a sentence outside the grammar that names an absent object is deleted (``object``).
+- a sentence outside the grammar that names an absent object is deleted (``object``);
+- a sentence about an object an earlier sentence already described claims a second one,
+  and is treated like an absent object.
 
 Each change is a :class:`~rlhfv.data.schema.ChangedSegment` with its category, as the
 annotation app records them, inside a :class:`~rlhfv.data.schema.Correction`.
@@ -78,9 +80,12 @@ def correction_edits(answer: str, scene: Scene) -> list[_Edit]:
     mentioned = {c.cls for s in sentences for c in s.claims}
     unmentioned = [o for o in scene.objects if o.cls not in mentioned]
     edits: list[_Edit] = []
+    described: set[str] = set()
     for sentence in sentences:
         for claim in sentence.claims:
-            truth = scene.get(claim.cls)
+            # a second sentence about an object already described claims an extra one
+            truth = scene.get(claim.cls) if claim.cls not in described else None
+            described.add(claim.cls)
             if truth is not None:
                 if claim.template is not None:
                     edits.extend(_rewrite_claim(answer, claim, truth, None))
