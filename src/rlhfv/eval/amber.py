@@ -185,8 +185,7 @@ class AmberResult:
 def read_amber_answers(path: str | Path) -> list[tuple[Any, Any]]:
     problems = Problems()
     rows = read_records(path, problems)
-    if problems:
-        raise InputError(problems.lines()[0], path=str(path))
+    problems.raise_first(path)
     out = []
     for row, obj in rows:
         if "id" not in obj:
@@ -240,8 +239,7 @@ def read_amber_queries(path: str | Path) -> list[tuple[int, str, str]]:
     """(id, image file name, query) from an AMBER query file (``query_all.json`` ...)."""
     problems = Problems()
     rows = read_records(path, problems)
-    if problems:
-        raise InputError(problems.lines()[0], path=str(path))
+    problems.raise_first(path)
     out = []
     for row, obj in rows:
         try:
@@ -261,15 +259,12 @@ def answer_amber(
     dtype: str = "auto",
 ) -> list[tuple[int, str]]:
     """(id, response) for every query, generated with a HF vision-language model."""
-    from rlhfv.eval.generate import generate_answers, load_model
+    from rlhfv.eval.generate import answer_with_model
 
     images = [Path(image_dir) / image for _, image, _ in queries]
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         raise InputError(f"{len(missing)} images not found, e.g. {missing[0]}", reason="missing_image")
-    loaded, processor = load_model(model, device=device, dtype=dtype)
     texts = [q for _, _, q in queries]
-    answers = generate_answers(
-        loaded, processor, [str(p) for p in images], texts, batch_size, progress=True, **generation
-    )
+    answers = answer_with_model(model, [str(p) for p in images], texts, generation, batch_size, device, dtype)
     return [(i, a) for (i, _, _), a in zip(queries, answers, strict=True)]

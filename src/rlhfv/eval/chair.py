@@ -206,8 +206,7 @@ def load_ground_truth(paths: Sequence[str | Path], extractor: ObjectExtractor) -
                 for name in obj.get("objects") or []:
                     classes.add(_category(extractor, str(name), path))
                 _add(gt, image_id, classes)
-            if problems:
-                raise InputError(problems.lines()[0], path=path)
+            problems.raise_first(path)
             continue
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -138,6 +139,11 @@ def _client(args: argparse.Namespace):
     )
 
 
+def _extraction_client(args: argparse.Namespace):
+    """The judge client (closed on exit) when ``--llm-extract`` is given, else ``None``."""
+    return _client(args) if args.llm_extract else contextlib.nullcontext()
+
+
 def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
     for line in problems:
         print(f"rlhfv: warning: skipped {line}", file=sys.stderr)
@@ -154,8 +160,7 @@ def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
 def _chair(args: argparse.Namespace) -> int:
     from rlhfv.eval.objhal import load_responses, run_chair
 
-    client = _client(args) if args.llm_extract else None
-    try:
+    with _extraction_client(args) as client:
         result = run_chair(
             load_responses(args.responses),
             args.annotations,
@@ -163,9 +168,6 @@ def _chair(args: argparse.Namespace) -> int:
             client=client,
             progress=not args.json,
         )
-    finally:
-        if client is not None:
-            client.close()
     if args.per_response:
         with open(args.per_response, "w", encoding="utf-8") as f:
             for row in result.per_response():
@@ -186,12 +188,8 @@ def _gen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _objhal(args: argparse.Namespace) -> int:
-    client = _client(args) if args.llm_extract else None
-    try:
+    with _extraction_client(args) as client:
         result = _run_objhal(args, client)
-    finally:
-        if client is not None:
-            client.close()
     _print(result.summary(), args.json, problem_lines(result.problems))
     if not args.json:
         print(f"report: {args.out}/report.html")

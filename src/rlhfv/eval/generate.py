@@ -119,3 +119,17 @@ def generate_answers(
     finally:
         tokenizer.padding_side = old_side
     return answers
+
+
+def answer_with_model(
+    model: str,
+    images: Sequence[Any],
+    questions: Sequence[str],
+    generation: dict[str, Any],
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "auto",
+) -> list[str]:
+    """Load ``model`` (:func:`load_model`) and answer every (image, question) with a progress bar."""
+    loaded, processor = load_model(model, device=device, dtype=dtype)
+    return generate_answers(loaded, processor, images, questions, batch_size, progress=True, **generation)

@@ -115,8 +115,7 @@ def read_mmhal_answers(path: str | Path, n_questions: int) -> list[Any]:
         items = [x if not isinstance(x, dict) else _answer_of(x) for x in data]
     else:
         items = [_answer_of(obj) for _, obj in read_records(path, problems)]
-        if problems:
-            raise InputError(problems.lines()[0], path=str(path))
+        problems.raise_first(path)
     if len(items) != n_questions:
         raise InputError(f"{len(items)} answers for {n_questions} questions", path=str(path))
     return items
@@ -272,10 +271,8 @@ def answer_mmhal(
     dtype: str = "auto",
 ) -> list[str]:
     """Generate an answer to every question with a HF vision-language model."""
-    from rlhfv.eval.generate import generate_answers, load_model
+    from rlhfv.eval.generate import answer_with_model
 
     images = [str(image_path(q, image_dir)) for q in questions]  # fail before loading the model
-    loaded, processor = load_model(model, device=device, dtype=dtype)
-    return generate_answers(
-        loaded, processor, images, [q.question for q in questions], batch_size, progress=True, **generation
-    )
+    texts = [q.question for q in questions]
+    return answer_with_model(model, images, texts, generation, batch_size, device, dtype)

@@ -49,8 +49,7 @@ def load_questions(path: str | Path, *, limit: int | None = None) -> list[Questi
         out.append(Question(str(obj["image_id"]), str(obj["question"]), image))
         if limit is not None and len(out) >= limit:
             break
-    if problems:
-        raise InputError(problems.lines()[0], path=str(path))
+    problems.raise_first(path)
     if not out:
         raise InputError("no questions", path=str(path))
     return out

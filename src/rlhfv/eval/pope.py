@@ -78,8 +78,7 @@ def load_object_annotations(
                 key = normalize_image_id(image_id)
                 entry = out.setdefault(key, (str(obj.get("image", f"{image_id}.jpg")), set()))
                 entry[1].update(canonical(str(n), path) for n in names)
-            if problems:
-                raise InputError(problems.lines()[0], path=path)
+            problems.raise_first(path)
             continue
         data = read_json(path)
         if not isinstance(data, dict) or "categories" not in data:
@@ -181,8 +180,7 @@ def read_questions(path: str | Path) -> list[PopeQuestion]:
             out.append(PopeQuestion(**{k: obj[k] for k in PopeQuestion.__dataclass_fields__}))
         except KeyError as err:
             raise InputError(f"missing {err.args[0]!r}", path=str(path), row=row, field=err.args[0]) from err
-    if problems:
-        raise InputError(problems.lines()[0], path=str(path))
+    problems.raise_first(path)
     return out
 
 
@@ -281,10 +279,9 @@ def answer_pope(
     dtype: str = "auto",
 ) -> dict[int, str]:
     """Generate an answer to every question with a HF vision-language model."""
-    from rlhfv.eval.generate import generate_answers, load_model
+    from rlhfv.eval.generate import answer_with_model
 
-    loaded, processor = load_model(model, device=device, dtype=dtype)
     images = [str(Path(image_dir) / q.image) for q in questions]
     texts = [f"{q.text} Answer yes or no." for q in questions]
-    answers = generate_answers(loaded, processor, images, texts, batch_size, progress=True, **generation)
+    answers = answer_with_model(model, images, texts, generation, batch_size, device, dtype)
     return {q.question_id: a for q, a in zip(questions, answers, strict=True)}

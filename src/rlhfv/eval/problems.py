@@ -44,6 +44,14 @@ class Problems:
         """One line per kind: ``3 x unknown_image_id (e.g. row 4: ...)``."""
         return problem_lines(self.as_dict())
 
+    def raise_first(self, path: str | Path) -> None:
+        """InputError naming ``path`` with the first kind's line, if any problem was counted.
+
+        For input files, where a bad line means the file is wrong (unlike answers, which
+        are counted and reported)."""
+        if self:
+            raise InputError(self.lines()[0], path=str(path))
+
 
 def problem_lines(problems: dict[str, dict[str, Any]]) -> list[str]:
     """Lines for a ``Problems.as_dict()`` (as stored in results)."""
