@@ -218,20 +218,30 @@ def _split_images(batch: Mapping[str, torch.Tensor], half: int) -> dict | None:
             return None
         if value.ndim == 2 and value.shape == batch["input_ids"].shape and value.shape[1] == seq_len:
             continue  # per-token (mm_token_type_ids ...), packed with the tokens
-        if key == "pixel_values" and grid is not None:
-            patches = grid.prod(dim=-1)
-            cut = int(patches[:half].sum())
-            first, second = value[:cut], value[cut:]
-            if not (torch.equal(grid[:half], grid[half:]) and torch.equal(first, second)):
-                return None
-            out[key] = first
-        elif value.shape[0] == 2 * half:
-            if not torch.equal(value[:half], value[half:]):
-                return None
-            out[key] = value[:half]
-        else:
+        halves = stacked_halves(key, value, grid, half)
+        if halves is None or not torch.equal(*halves):
             return None
+        if key == "pixel_values" and grid is not None and not torch.equal(grid[:half], grid[half:]):
+            return None
+        out[key] = halves[0]
     return out
+
+
+def stacked_halves(
+    key: str, value: torch.Tensor, grid: torch.Tensor | None, half: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(chosen part, rejected part) of one entry of a stacked ``[chosen; rejected]`` batch, or None.
+
+    Row-aligned tensors (leading dim 2B) split after row B; Qwen2-VL's flattened
+    ``pixel_values`` (one row per patch, ``grid`` its ``image_grid_thw``) split after the
+    chosen images' patches, ``sum(prod(grid[:B], -1))``. None when the entry is neither.
+    """
+    if key == "pixel_values" and grid is not None:
+        cut = int(grid[:half].prod(dim=-1).sum())
+        return value[:cut], value[cut:]
+    if value.shape[0] == 2 * half:
+        return value[:half], value[half:]
+    return None
 
 
 def _plain_position_ids(model: torch.nn.Module, inputs: dict) -> torch.Tensor:

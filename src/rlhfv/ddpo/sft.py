@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rlhfv.ddpo.config import TrainConfig
-from rlhfv.ddpo.forward import token_logps
+from rlhfv.ddpo.forward import stacked_halves, token_logps
 from rlhfv.ddpo.loss import IGNORE_INDEX, sft_loss
 
 
@@ -41,17 +41,14 @@ def chosen_half(batch: Mapping[str, Any]) -> dict[str, Any]:
     flattened ``pixel_values`` (one row per patch) keep the chosen images' patches, counted
     from ``image_grid_thw``; ``pair_index`` (B,) is kept as is.
     """
-    rows = batch["input_ids"].shape[0]
-    half = rows // 2
+    half = batch["input_ids"].shape[0] // 2
     out: dict[str, Any] = {}
     grid = batch.get("image_grid_thw")
     for key, value in batch.items():
         if key == "pair_index" or not isinstance(value, torch.Tensor):
             out[key] = value
-        elif key == "pixel_values" and grid is not None:
-            out[key] = value[: int(grid[:half].prod(dim=-1).sum())]
-        elif value.shape[0] == rows:
-            out[key] = value[:half]
+        elif (halves := stacked_halves(key, value, grid, half)) is not None:
+            out[key] = halves[0]
         else:
             raise ValueError(
                 f"cannot split batch entry {key!r} of shape {tuple(value.shape)} into chosen rows"
