@@ -1,4 +1,5 @@
-"""A real OpenAI-compatible chat endpoint on loopback, started per test.
+"""Shared test data paths, one COCO-80 extractor, and a real OpenAI-compatible chat
+endpoint on loopback, started per test.
 
 ``judge_server.script`` is a list of (status, reply text) answered in order; when it is
 empty, ``judge_server.reply(request_json) -> str`` answers with status 200. A 429 carries
@@ -13,9 +14,22 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from rlhfv.eval.objects import ObjectExtractor, coco_extractor
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
+IMAGES = sorted((SHARED / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def coco() -> ObjectExtractor:
+    """The built-in COCO-80 extractor, built once (it is not changed by use)."""
+    return coco_extractor()
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -19,18 +18,10 @@ from rlhfv.eval.chair import (
     score_chair,
 )
 from rlhfv.eval.metrics import compute_metrics
-from rlhfv.eval.objects import coco_extractor
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
+from tests.eval.conftest import COCO80, SHARED
 
 
-@pytest.fixture(scope="module")
-def extractor():
-    return coco_extractor()
-
-
-def test_hand_worked_example(extractor):
+def test_hand_worked_example(coco):
     gt = {"1": frozenset({"dog", "person", "frisbee"}), "2": frozenset({"cat", "couch"})}
     responses = [
         ("1", "A man throws a frisbee to his dog. Another dog watches."),  # 4 mentions, 0 hallucinated
@@ -38,7 +29,7 @@ def test_hand_worked_example(extractor):
         ("1", "A sunny afternoon."),  # no mention
         ("2", "A dog on the couch."),  # 2 mentions, 1 hallucinated
     ]
-    result = score_chair(responses, gt, extractor)
+    result = score_chair(responses, gt, coco)
     assert [r.hallucinated for r in result.records] == [(), ("laptop", "cup"), (), ("dog",)]
     assert result.n_responses == 4 and result.n_mentions == 10
     m = result.metrics
@@ -55,17 +46,17 @@ def test_hand_worked_example(extractor):
     }
 
 
-def test_nothing_mentioned_is_undefined_not_zero(extractor):
-    result = score_chair([("1", "Nice weather.")], {"1": frozenset({"dog"})}, extractor)
+def test_nothing_mentioned_is_undefined_not_zero(coco):
+    result = score_chair([("1", "Nice weather.")], {"1": frozenset({"dog"})}, coco)
     assert result.metrics["chair_s"] == 0.0
     assert math.isnan(result.metrics["chair_s_mentioned"])
     assert math.isnan(result.metrics["chair_i"])
     assert result.summary()["chair_i"] is None
 
 
-def test_bad_responses_are_counted_by_kind(extractor):
+def test_bad_responses_are_counted_by_kind(coco):
     gt = {"1": frozenset({"dog"})}
-    result = score_chair([("1", None), ("1", 42), ("7", "a dog"), ("1", "a dog")], gt, extractor)
+    result = score_chair([("1", None), ("1", 42), ("7", "a dog"), ("1", "a dog")], gt, coco)
     assert result.n_responses == 1
     assert {k: v["count"] for k, v in result.problems.items()} == {
         "response_not_string": 2,
@@ -131,7 +122,7 @@ def test_metrics_match_brute_force_on_records(items):
         max_size=8,
     )
 )
-def test_end_to_end_text_scoring_matches_brute_force(items):
+def test_end_to_end_text_scoring_matches_brute_force(coco, items):
     """Texts written from known class lists score the same as the lists themselves."""
     gts = {"0": frozenset({"dog", "cat"}), "1": frozenset(), "2": frozenset({"tv", "pizza", "person"})}
     words = {
@@ -143,16 +134,12 @@ def test_end_to_end_text_scoring_matches_brute_force(items):
         "tv": "television",
     }
     responses = [(str(img), " and ".join(f"a {words[c]}" for c in m) + ".") for m, img in items]
-    result = score_chair(responses, gts, coco_extractor_cached())
+    result = score_chair(responses, gts, coco)
     want = _brute_force([(m, gts[str(img)]) for m, img in items])
     for name, value in want.items():
         assert (math.isnan(value) and math.isnan(result.metrics[name])) or result.metrics[
             name
         ] == pytest.approx(value)
-
-
-def coco_extractor_cached(_cache: dict = {}):  # noqa: B006
-    return _cache.setdefault("ex", coco_extractor())
 
 
 def test_image_ids_are_normalised():
@@ -161,8 +148,8 @@ def test_image_ids_are_normalised():
     assert normalize_image_id("62ed0efe9c8256b7") == "62ed0efe9c8256b7"
 
 
-def test_ground_truth_from_shared_jsonl(extractor):
-    gt = load_ground_truth([COCO80], extractor)
+def test_ground_truth_from_shared_jsonl(coco):
+    gt = load_ground_truth([COCO80], coco)
     assert len(gt) == 80
     # 296284: donuts in a display case; "bakery" and "cabinet" are no COCO objects
     assert gt["296284"] == frozenset({"donut"})
@@ -170,7 +157,7 @@ def test_ground_truth_from_shared_jsonl(extractor):
     assert {"apple", "book", "teddy bear", "tie"} <= gt["151358"]
 
 
-def test_ground_truth_from_coco_instances_and_captions(tmp_path, extractor):
+def test_ground_truth_from_coco_instances_and_captions(tmp_path, coco):
     instances = {
         "images": [{"id": 9}, {"id": 10}],
         "categories": [{"id": 18, "name": "dog"}, {"id": 67, "name": "dining table"}],
@@ -184,7 +171,7 @@ def test_ground_truth_from_coco_instances_and_captions(tmp_path, extractor):
     }
     (tmp_path / "inst.json").write_text(json.dumps(instances))
     (tmp_path / "caps.json").write_text(json.dumps(captions))
-    gt = load_ground_truth([tmp_path / "inst.json", tmp_path / "caps.json"], extractor)
+    gt = load_ground_truth([tmp_path / "inst.json", tmp_path / "caps.json"], coco)
     assert gt == {"9": frozenset({"dog", "dining table", "cat"}), "10": frozenset({"bus"})}
 
 

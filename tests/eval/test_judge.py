@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,8 @@ from rlhfv.eval.judge import ChatClient, EndpointError, EndpointUnreachable
 from rlhfv.eval.llm_objects import EXTRACTION_PROMPT, llm_mentions
 from rlhfv.eval.objects import coco_extractor
 from rlhfv.eval.problems import Problems
+from tests.eval.conftest import COCO80
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
 MSG = [{"role": "user", "content": "hello"}]
 
 

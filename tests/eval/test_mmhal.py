@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,8 @@ from rlhfv.cli import main
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.metrics import compute_metrics
 from rlhfv.eval.mmhal import MMHAL_METRICS, MMHalRecord, load_mmhal, parse_rating, score_mmhal
+from tests.eval.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 TEMPLATE = SHARED / "mmhal_bench_template.json"
 
 

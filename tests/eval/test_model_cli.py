@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from rlhfv.cli import main
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-IMAGES = sorted((SHARED / "images").glob("*.jpg"))
+from tests.eval.conftest import IMAGES, SHARED
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,14 +14,9 @@ from rlhfv.eval.objects import (
     coco_extractor,
     normalize_phrase,
 )
+from tests.eval.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REFERENCE_SYNONYMS = SHARED / "chair_synonyms_refine.txt"
-
-
-@pytest.fixture(scope="module")
-def coco() -> ObjectExtractor:
-    return coco_extractor()
 
 
 def test_project_table_has_the_80_coco_classes():
@@ -136,7 +129,7 @@ _FILLER = ["the", "with", "very", "quietly", "near", "is", "big", "green", "unde
         max_size=8,
     )
 )
-def test_known_forms_separated_by_filler_are_each_found(items):
+def test_known_forms_separated_by_filler_are_each_found(coco, items):
     """Any sequence of table entries (plural or not) between filler words yields their classes in order."""
     words = []
     for form, filler, plural in items:
@@ -146,15 +139,9 @@ def test_known_forms_separated_by_filler_are_each_found(items):
         # a form that starts a special phrase ("baby", "passenger", "toilet", "train") is
         # still found alone: a filler word never completes a phrase
         words += [form, filler]
-    found = coco_extractor_cached().objects(" ".join(words))
+    found = coco.objects(" ".join(words))
     # each form maps to the class the table lists it under (first class on duplicates)
     assert found == [_TABLE.forms[normalize_phrase(form)] for form, _, _ in items]
-
-
-def coco_extractor_cached(_cache: dict = {}) -> ObjectExtractor:  # noqa: B006
-    if "ex" not in _cache:
-        _cache["ex"] = coco_extractor()
-    return _cache["ex"]
 
 
 _PIECES = [
@@ -178,8 +165,8 @@ _PIECES = [
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
-def test_mentions_and_objects_agree_on_any_text(text):
-    ex = coco_extractor_cached()
+def test_mentions_and_objects_agree_on_any_text(coco, text):
+    ex = coco
     mentions = ex.mentions(text)
     assert [m.cls for m in mentions] == ex.objects(text)
     starts = [m.start for m in mentions]

@@ -6,17 +6,14 @@ import base64
 import html
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from rlhfv.cli import main
 from rlhfv.eval.generate import generate_answers, generation_settings
 from rlhfv.eval.objhal import run_object_halbench
+from tests.eval.conftest import COCO80, IMAGES
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
-IMAGES = sorted((SHARED / "images").glob("*.jpg"))
 PROMPTS = ["Describe this image in detail.", "What is in the picture? Describe it.", "Describe the scene."]
 
 

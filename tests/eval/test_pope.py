@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,9 +20,7 @@ from rlhfv.eval.pope import (
     read_questions,
     score_pope,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-COCO80 = SHARED / "coco2014_val_80_caps_boxes.jsonl"
+from tests.eval.conftest import COCO80
 
 
 def _ann(objs: dict[str, set[str]]) -> dict[str, ImageObjects]:
