@@ -6,6 +6,12 @@ import argparse
 import json
 import sys
 
+from rlhfv.data.io import FORMATS
+
+
+def _add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default=None, help="input format (default: sniffed)")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``rlhfv data prepare`` and ``rlhfv data show``."""
@@ -69,12 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="longest prompt + answer in tokens; longer rows are bad input",
     )
-    p.add_argument(
-        "--format",
-        choices=("jsonl", "parquet", "rlhf-v", "rlaif-v"),
-        default=None,
-        help="input format (default: sniffed)",
-    )
+    _add_format_option(p)
     p.add_argument(
         "--skip-bad", action="store_true", help="skip bad rows and count them by reason instead of stopping"
     )
@@ -93,12 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "file", metavar="FILE", help="corrections file or folder (any format prepare reads), or 'example'"
     )
     s.add_argument("--index", type=int, default=0, help="which record (0-based, in file order)")
-    s.add_argument(
-        "--format",
-        choices=("jsonl", "parquet", "rlhf-v", "rlaif-v"),
-        default=None,
-        help="input format (default: sniffed)",
-    )
+    _add_format_option(s)
     s.add_argument(
         "--color",
         choices=("auto", "always", "never"),
