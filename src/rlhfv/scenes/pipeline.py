@@ -89,8 +89,8 @@ def prepare_corrections(corrections: Sequence[Correction], processor: Any, direc
 class SFTSettings:
     """The scene model's supervised stage (tuned for 2 CPU cores)."""
 
-    n_scenes: int = 12000
-    epochs: float = 1.5
+    n_scenes: int = 24000
+    epochs: float = 2.0
     batch_size: int = 32
     learning_rate: float = 3e-3
     image_pipeline: str = "pad"  # "random_crop": the untrustworthy augmentation
