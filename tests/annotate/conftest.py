@@ -43,6 +43,27 @@ ANSWERS = [
     ("What is the cat doing?", "The cat is sleeping on a blue sofa beside a lamp."),
     ("Describe the scene.", "Ruins of stone columns stand in a desert under a clear blue sky."),
 ]
+# The correction the API and browser tests make to ANSWERS[0]: "two" -> "one" (number),
+# "red" -> "green" (attribute), and the segments the server must derive from it.
+APPLES_CORRECTED = "There are one green apples and a knife on the wooden table."
+APPLES_SEGMENTS = [
+    {
+        "kind": "replace",
+        "original_start": 10,
+        "original_end": 13,
+        "corrected_start": 10,
+        "corrected_end": 13,
+        "category": "number",
+    },
+    {
+        "kind": "replace",
+        "original_start": 14,
+        "original_end": 17,
+        "corrected_start": 14,
+        "corrected_end": 19,
+        "category": "attribute",
+    },
+]
 
 
 @pytest.fixture(autouse=True)

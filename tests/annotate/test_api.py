@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from rlhfv.annotate import service
 from rlhfv.annotate.db import Assignment, Submission, Task
-from tests.annotate.conftest import IMAGES, PASSWORD, LiveServer, make_env
+from tests.annotate.conftest import APPLES_CORRECTED, APPLES_SEGMENTS, IMAGES, PASSWORD, LiveServer, make_env
 
 EDITS = [
     {"start": 10, "end": 13, "text": "one", "category": "number"},  # "two" -> "one"
@@ -202,25 +202,8 @@ def test_submit_records_the_correction_with_spans_and_categories(env) -> None:
     res = submit(ann, task["assignment_id"])
     assert res.status_code == 201, res.text
     body = res.json()
-    assert body["corrected"] == "There are one green apples and a knife on the wooden table."
-    assert body["segments"] == [
-        {
-            "kind": "replace",
-            "original_start": 10,
-            "original_end": 13,
-            "corrected_start": 10,
-            "corrected_end": 13,
-            "category": "number",
-        },
-        {
-            "kind": "replace",
-            "original_start": 14,
-            "original_end": 17,
-            "corrected_start": 14,
-            "corrected_end": 19,
-            "category": "attribute",
-        },
-    ]
+    assert body["corrected"] == APPLES_CORRECTED
+    assert body["segments"] == APPLES_SEGMENTS
     assert ann.get("/api/me").json()["progress"]["done"] == 1
     assert submit(ann, task["assignment_id"], key="key-0002").status_code == 409  # already submitted
     export = env.client("ada").get("/api/admin/export")

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from rlhfv.data.io import read_jsonl
-from tests.annotate.conftest import ANSWERS, IMAGES, PASSWORD, REPO, ServerProcess, cli
+from tests.annotate.conftest import (
+    ANSWERS,
+    APPLES_CORRECTED,
+    APPLES_SEGMENTS,
+    IMAGES,
+    PASSWORD,
+    REPO,
+    ServerProcess,
+    cli,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -167,27 +176,10 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
         "id": "apples",
         "question": ANSWERS[0][0],
         "original": answer,
-        "corrected": "There are one green apples and a knife on the wooden table.",
+        "corrected": APPLES_CORRECTED,
         "annotator": "ann",
     }
-    assert rec["segments"] == [
-        {
-            "kind": "replace",
-            "original_start": 10,
-            "original_end": 13,
-            "corrected_start": 10,
-            "corrected_end": 13,
-            "category": "number",
-        },
-        {
-            "kind": "replace",
-            "original_start": 14,
-            "original_end": 17,
-            "corrected_start": 14,
-            "corrected_end": 19,
-            "category": "attribute",
-        },
-    ]
+    assert rec["segments"] == APPLES_SEGMENTS
     assert (out.parent / rec["image"]).read_bytes() == IMAGES[0].read_bytes()  # relative to the file
     # and the data layer reads it back as that one Correction
     (back,) = list(read_jsonl(out))
