@@ -107,17 +107,10 @@ def build_model_and_processor(shape: dict, device: str, dtype):
         LlavaProcessor,
     )
 
-    from rlhfv.tiny import DEFAULT_WORDS, word_level_tokenizer
+    from rlhfv.tiny import DEFAULT_WORDS, tiny_chat_template, word_level_tokenizer
 
     vocab = shape["text"]["vocab_size"]
-    template = (
-        "{% for message in messages %}{{ message['role'] }}: "
-        "{% if message['content'] is string %}{{ message['content'] }}"
-        "{% else %}{% for part in message['content'] %}"
-        "{% if part['type'] == 'image' %}<image> {% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-        "{% endfor %}{% endif %}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant:{% endif %}"
-    )
+    template = tiny_chat_template("llava")
     words = list(DEFAULT_WORDS)
     filler = [f"w{i}" for i in range(vocab)]  # fill the vocabulary up to the configured size
     tokenizer = word_level_tokenizer([*words, *filler], ["<image>"], template)

@@ -70,6 +70,11 @@ _IMAGE_PLACEHOLDER = {
 }
 
 
+def tiny_chat_template(arch: str = "llava") -> str:
+    """The chat template of ``build_tiny(arch)``'s processor: ``role: text`` lines, the image as ``arch``'s token(s)."""
+    return _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", _IMAGE_PLACEHOLDER[arch])
+
+
 def word_level_tokenizer(
     words: Iterable[str] = DEFAULT_WORDS,
     special_tokens: Sequence[str] = (),
@@ -144,7 +149,7 @@ def build_tiny(
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHITECTURES}")
-    chat_template = _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", _IMAGE_PLACEHOLDER[arch])
+    chat_template = tiny_chat_template(arch)
     tokenizer = word_level_tokenizer(words, _SPECIAL[arch], chat_template)
     torch.manual_seed(seed)
     model, processor = _BUILDERS[arch](tokenizer, chat_template, hidden_size, num_layers, image_size)
