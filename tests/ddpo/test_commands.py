@@ -23,6 +23,11 @@ FAST = [
 ]
 
 
+def run_args(command: str, model, data, output, *extra: str) -> list[str]:  # noqa: ANN001
+    """``COMMAND --model M --data D --output O EXTRA... FAST`` for ``rlhfv.cli.main``."""
+    return [command, "--model", str(model), "--data", str(data), "--output", str(output), *extra, *FAST]
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "prepared"
@@ -45,20 +50,7 @@ def test_train_from_a_local_model_directory(tmp_path, prepared, model_dir, capsy
     from transformers import AutoModelForImageTextToText
 
     run = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(prepared),
-            "--output",
-            str(run),
-            "--max-steps",
-            "2",
-            *FAST,
-        ]
-    )
+    code = main(run_args("train", model_dir, prepared, run, "--max-steps", "2"))
     assert code == 0
     assert "trained 2 steps" in capsys.readouterr().out
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -73,21 +65,7 @@ def test_sft_with_lora_and_a_config_file(tmp_path, prepared, model_dir):
     config.write_text("learning_rate: 0.001\nwarmup_ratio: 0.0\n")
     run = tmp_path / "sft"
     code = main(
-        [
-            "sft",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(prepared),
-            "--output",
-            str(run),
-            "--config",
-            str(config),
-            "--max-steps",
-            "1",
-            "--lora",
-            *FAST,
-        ]
+        run_args("sft", model_dir, prepared, run, "--config", str(config), "--max-steps", "1", "--lora")
     )
     assert code == 0
     assert (run / "adapter_config.json").is_file()
@@ -95,18 +73,7 @@ def test_sft_with_lora_and_a_config_file(tmp_path, prepared, model_dir):
 
 def test_train_resume_latest(tmp_path, prepared):
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--model",
-        "tiny-llava",
-        "--data",
-        str(prepared),
-        "--output",
-        str(run),
-        "--set",
-        "save_steps=1",
-        *FAST,
-    ]
+    args = run_args("train", "tiny-llava", prepared, run, "--set", "save_steps=1")
     assert main([*args, "--max-steps", "2"]) == 0
     assert (run / "checkpoint-1" / "training_state").is_dir()
     assert not (run / "checkpoint-2").exists()  # the last step is the final model in OUTPUT

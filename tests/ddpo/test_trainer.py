@@ -37,6 +37,14 @@ METRIC_KEYS = {
 }
 
 
+def train_twice(config_a, config_b, model, processor, prepared, tmp_path):  # noqa: ANN001, ANN201
+    """Train a copy of ``model`` under ``config_a`` (in tmp/a), then ``model`` itself under
+    ``config_b`` (in tmp/b), on the same data: for runs that must agree."""
+    a = train_ddpo(config_a, copy.deepcopy(model), processor, prepared, tmp_path / "a", progress=False)
+    b = train_ddpo(config_b, model, processor, prepared, tmp_path / "b", progress=False)
+    return a, b
+
+
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -109,15 +117,14 @@ def test_lora_with_adapters_disabled_reference_matches_precomputed(tmp_path, tin
     model, processor = tiny_llava
     prepared = make_prepared(processor, n=4)
     config = dict(lora=True, lora_dropout=0.0, learning_rate=2e-2, max_steps=3)
-    a = train_ddpo(
+    a, b = train_twice(
         fast_config(**config, reference="adapters_disabled"),
-        copy.deepcopy(model),
+        fast_config(**config),
+        model,
         processor,
         prepared,
-        tmp_path / "a",
-        progress=False,
+        tmp_path,
     )
-    b = train_ddpo(fast_config(**config), model, processor, prepared, tmp_path / "b", progress=False)
     for ha, hb in zip(a.history, b.history, strict=True):
         assert ha["loss"] == pytest.approx(hb["loss"], abs=1e-5)
         assert ha["rewards/margins"] == pytest.approx(hb["rewards/margins"], abs=1e-5)
@@ -126,15 +133,14 @@ def test_lora_with_adapters_disabled_reference_matches_precomputed(tmp_path, tin
 def test_live_reference_model_matches_precomputed(tmp_path, tiny_llava):
     model, processor = tiny_llava
     prepared = make_prepared(processor, n=4)
-    a = train_ddpo(
+    a, b = train_twice(
         fast_config(reference="model", max_steps=3),
-        copy.deepcopy(model),
+        fast_config(max_steps=3),
+        model,
         processor,
         prepared,
-        tmp_path / "a",
-        progress=False,
+        tmp_path,
     )
-    b = train_ddpo(fast_config(max_steps=3), model, processor, prepared, tmp_path / "b", progress=False)
     assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
 
 
@@ -303,15 +309,14 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
     prepared = make_prepared(processor, n=4)
     initial = snapshot(model)
     common = dict(max_steps=2, learning_rate=1e-3, forward="plain")
-    a = train_ddpo(
+    a, b = train_twice(
         fast_config(per_device_batch_size=1, gradient_accumulation_steps=4, **common),
-        copy.deepcopy(model),
+        fast_config(**common),
+        model,
         processor,
         prepared,
-        tmp_path / "a",
-        progress=False,
+        tmp_path,
     )
-    b = train_ddpo(fast_config(**common), model, processor, prepared, tmp_path / "b", progress=False)
     assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     # Adam's first updates are ~lr * sign(g): padding-dependent float noise in near-zero
@@ -350,16 +355,13 @@ def test_gradient_checkpointing_and_length_grouping_train_the_same_pairs(tmp_pat
     model, processor = tiny_llava
     prepared = make_prepared(processor, n=8)
     common = dict(per_device_batch_size=2, max_steps=4, forward="plain", group_by_length=True, shuffle=True)
-    a = train_ddpo(
-        fast_config(**common), copy.deepcopy(model), processor, prepared, tmp_path / "a", progress=False
-    )
-    b = train_ddpo(
+    a, b = train_twice(
+        fast_config(**common),
         fast_config(**common, gradient_checkpointing=True),
         model,
         processor,
         prepared,
-        tmp_path / "b",
-        progress=False,
+        tmp_path,
     )
     assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
     sa, sb = a.model.state_dict(), b.model.state_dict()
