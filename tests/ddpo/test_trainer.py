@@ -45,6 +45,16 @@ def train_twice(config_a, config_b, model, processor, prepared, tmp_path):  # no
     return a, b
 
 
+def assert_same_training(a, b, weights_atol: float) -> None:  # noqa: ANN001
+    """Two training results with the same per-step losses (to 1e-5) and final weights (to ``weights_atol``)."""
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    for name in sa:
+        torch.testing.assert_close(
+            sa[name], sb[name], atol=weights_atol, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
+
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -317,15 +327,11 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
         prepared,
         tmp_path,
     )
-    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
-    sa, sb = a.model.state_dict(), b.model.state_dict()
     # Adam's first updates are ~lr * sign(g): padding-dependent float noise in near-zero
     # gradients shows up at ~1e-5, a wrong batch or loss scale at the update size (~1e-3)
+    sb = b.model.state_dict()
     assert max((sb[n] - initial[n]).abs().max().item() for n in sb) > 1e-3
-    for name in sa:
-        torch.testing.assert_close(
-            sa[name], sb[name], atol=1e-4, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
-        )
+    assert_same_training(a, b, weights_atol=1e-4)
 
 
 def test_tensorboard_tracker_writes_events(tmp_path, tiny_llava):
@@ -363,12 +369,7 @@ def test_gradient_checkpointing_and_length_grouping_train_the_same_pairs(tmp_pat
         prepared,
         tmp_path,
     )
-    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], abs=1e-5)
-    sa, sb = a.model.state_dict(), b.model.state_dict()
-    for name in sa:
-        torch.testing.assert_close(
-            sa[name], sb[name], atol=1e-5, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
-        )
+    assert_same_training(a, b, weights_atol=1e-5)
 
 
 def test_lora_sft_then_lora_ddpo_and_checkpoint_limit(tmp_path, tiny_llava):
