@@ -29,7 +29,7 @@ from tqdm import tqdm
 from rlhfv.errors import InputError
 from rlhfv.eval.metrics import Metric, compute_metrics, json_safe, ratio
 from rlhfv.eval.objects import ObjectExtractor
-from rlhfv.eval.problems import Problems, iter_jsonl, read_json
+from rlhfv.eval.problems import Problems, iter_image_rows, read_json
 
 GroundTruth = dict[str, frozenset[str]]
 
@@ -192,11 +192,7 @@ def load_ground_truth(paths: Sequence[str | Path], extractor: ObjectExtractor) -
     for path in paths:
         path = str(path)
         if path.endswith(".jsonl"):
-            problems = Problems()
-            for row, obj in iter_jsonl(path, problems):
-                image_id = obj.get("image_id", obj.get("id"))
-                if image_id is None:
-                    raise InputError("no id or image_id", path=path, row=row, field="id")
+            for image_id, obj in iter_image_rows(path):
                 classes = set()
                 for cap in obj.get("captions") or []:
                     classes.update(extractor.objects(str(cap)))
@@ -206,7 +202,6 @@ def load_ground_truth(paths: Sequence[str | Path], extractor: ObjectExtractor) -
                 for name in obj.get("objects") or []:
                     classes.add(_category(extractor, str(name), path))
                 _add(gt, image_id, classes)
-            problems.raise_first(path)
             continue
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):

@@ -29,7 +29,7 @@ from rlhfv.errors import InputError
 from rlhfv.eval.chair import normalize_image_id
 from rlhfv.eval.metrics import BinaryRecord, Metric, binary_metrics, compute_metrics, json_safe
 from rlhfv.eval.objects import SynonymTable
-from rlhfv.eval.problems import Problems, iter_jsonl, read_json
+from rlhfv.eval.problems import Problems, iter_image_rows, iter_jsonl, read_json
 
 SPLITS = ("random", "popular", "adversarial")
 POPE_METRICS: tuple[Metric[BinaryRecord], ...] = binary_metrics("yes")
@@ -69,16 +69,11 @@ def load_object_annotations(
     out: dict[str, tuple[str, set[str]]] = {}
     for path in map(str, paths):
         if path.endswith(".jsonl"):
-            problems = Problems()
-            for row, obj in iter_jsonl(path, problems):
-                image_id = obj.get("image_id", obj.get("id"))
-                if image_id is None:
-                    raise InputError("no id or image_id", path=path, row=row, field="id")
+            for image_id, obj in iter_image_rows(path):
                 names = [i["category"] if isinstance(i, dict) else i for i in obj.get("instances") or []]
                 key = normalize_image_id(image_id)
                 entry = out.setdefault(key, (str(obj.get("image", f"{image_id}.jpg")), set()))
                 entry[1].update(canonical(str(n), path) for n in names)
-            problems.raise_first(path)
             continue
         data = read_json(path)
         if not isinstance(data, dict) or "categories" not in data:

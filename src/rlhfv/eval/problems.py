@@ -91,6 +91,20 @@ def iter_jsonl(path: str | Path, problems: Problems) -> Iterator[tuple[int, dict
         yield row, obj
 
 
+def iter_image_rows(path: str | Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(image id, object) per row of a JSONL annotation file, the id from ``image_id`` or ``id``.
+
+    A row with neither, or a line that is no JSON object, is an InputError: annotations are
+    input files, not answers to count."""
+    problems = Problems()
+    for row, obj in iter_jsonl(path, problems):
+        image_id = obj.get("image_id", obj.get("id"))
+        if image_id is None:
+            raise InputError("no id or image_id", path=str(path), row=row, field="id")
+        yield image_id, obj
+    problems.raise_first(path)
+
+
 def read_records(path: str | Path, problems: Problems) -> list[tuple[int, dict[str, Any]]]:
     """Rows of a JSONL file, or of a JSON file holding a list of objects."""
     if str(path).endswith(".json"):
