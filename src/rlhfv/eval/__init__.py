@@ -11,7 +11,7 @@ Python API (each scorer returns a dataclass with ``metrics``, counts, ``problems
 - :mod:`rlhfv.eval.objects`: ``SynonymTable``, ``ObjectExtractor``, ``coco_extractor``
 - :mod:`rlhfv.eval.chair`: ``score_chair``, ``load_ground_truth``, ``CHAIR_METRICS``
 - :mod:`rlhfv.eval.objhal`: ``run_object_halbench``, ``run_chair``
-- :mod:`rlhfv.eval.generate`: ``generate_answers``, ``generation_settings``, ``load_model``
+- :mod:`rlhfv.eval.generate`: ``generate_answers``, ``answer_with_model``, ``generation_settings``, ``load_model``
 - :mod:`rlhfv.eval.pope`, :mod:`rlhfv.eval.amber`, :mod:`rlhfv.eval.mmhal`
 - :mod:`rlhfv.eval.judge`: ``ChatClient`` (OpenAI-compatible, retries, disk cache)
 """
