@@ -47,7 +47,7 @@ class DemoConfig:
     n_eval: int = 300
     epochs: float = 2.0
     batch_size: int = 16
-    learning_rate: float = 2e-4
+    learning_rate: float = 3e-6
     beta: float = 0.5
     ddpo_gamma: float = 5.0
     seed: int = 0
@@ -219,7 +219,7 @@ def plot_rates(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticklabels([k.replace("_", " ") for k in RATE_KEYS])
     ax.set_ylabel("rate (lower is better)")
     ax.set_title("Scene world: hallucination and error rates per model")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
