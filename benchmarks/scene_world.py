@@ -79,7 +79,7 @@ def crop_ablation(n_eval: int, out: Path, n_scenes: int, epochs: float) -> dict:
 
     rows = {}
     for pipeline in ("pad", "random_crop"):
-        settings = SFTSettings(n_scenes=n_scenes, epochs=epochs, image_pipeline=pipeline)
+        settings = SFTSettings(n_scenes=n_scenes, epochs=epochs, second_epochs=0.0, image_pipeline=pipeline)
         model, processor = train_scene_sft(settings, out / f"sft_{pipeline}")
         with torch.inference_mode():
             rows[pipeline], _ = evaluate_model(model, processor, n_eval, seed=0)

@@ -62,7 +62,7 @@ class DemoConfig:
             n_corrections=160,
             n_eval=64,
             epochs=1.0,
-            sft=SFTSettings(n_scenes=256, epochs=1.0),
+            sft=SFTSettings(n_scenes=256, epochs=1.0, second_epochs=0.0),
         )
         return replace(base, **overrides)
 

@@ -87,29 +87,29 @@ def prepare_corrections(corrections: Sequence[Correction], processor: Any, direc
 
 @dataclass(frozen=True)
 class SFTSettings:
-    """The scene model's supervised stage (tuned for 2 CPU cores)."""
+    """The scene model's supervised stage (how the shipped checkpoint was trained).
+
+    Two passes with the project's SFT trainer: ``n_scenes`` described scenes for
+    ``epochs`` at ``learning_rate``, then ``n_scenes`` fresh scenes (seed + 1) for
+    ``second_epochs`` at ``second_learning_rate`` (0 epochs: skip).
+    """
 
     n_scenes: int = 24000
     epochs: float = 2.0
     batch_size: int = 32
     learning_rate: float = 3e-3
+    second_epochs: float = 2.0
+    second_learning_rate: float = 1.5e-3
     image_pipeline: str = "pad"  # "random_crop": the untrustworthy augmentation
     seed: int = 0
 
 
-def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
-    """Train a fresh scene model on described scenes with the project's SFT trainer; returns (model, processor)."""
+def _sft_config(settings: SFTSettings, epochs: float, learning_rate: float, seed: int):
     from rlhfv.ddpo.config import TrainConfig
-    from rlhfv.ddpo.trainer import train_sft
-    from rlhfv.scenes.model import SceneModelConfig, build_scene_model
 
-    model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
-    prepared = prepare_corrections(
-        sft_corrections(settings.n_scenes, settings.seed), processor, output_dir / "data"
-    )
-    config = TrainConfig(
-        learning_rate=settings.learning_rate,
-        num_epochs=settings.epochs,
+    return TrainConfig(
+        learning_rate=learning_rate,
+        num_epochs=epochs,
         per_device_batch_size=settings.batch_size,
         gradient_accumulation_steps=1,
         warmup_ratio=0.05,
@@ -118,10 +118,25 @@ def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
         save_steps=10**9,
         logging_steps=10,
         report_to=[],
-        seed=settings.seed,
+        seed=seed,
     )
-    result = train_sft(config, model, processor, prepared, output_dir / "model")
-    return result.model.eval(), processor
+
+
+def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
+    """Train a fresh scene model on described scenes with the project's SFT trainer; returns (model, processor)."""
+    from rlhfv.ddpo.trainer import train_sft
+    from rlhfv.scenes.model import SceneModelConfig, build_scene_model
+
+    model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
+    passes = [(settings.epochs, settings.learning_rate, settings.seed)]
+    if settings.second_epochs > 0:
+        passes.append((settings.second_epochs, settings.second_learning_rate, settings.seed + 1))
+    for k, (epochs, lr, seed) in enumerate(passes):
+        data = sft_corrections(settings.n_scenes, seed)
+        prepared = prepare_corrections(data, processor, output_dir / f"data{k}")
+        config = _sft_config(settings, epochs, lr, seed)
+        model = train_sft(config, model, processor, prepared, output_dir / f"model{k}").model
+    return model.eval(), processor
 
 
 def generate(
