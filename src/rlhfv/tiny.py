@@ -141,18 +141,30 @@ def build_tiny(
     num_layers: int = 2,
     image_size: int = 32,
     seed: int = 0,
+    patch_size: int | None = None,
 ):
     """Return ``(model, processor)`` for a tiny randomly initialised ``arch`` model.
 
     ``arch`` is one of ``ARCHITECTURES``. ``image_size`` is the vision tower's input side
-    (a multiple of 16). The model is in eval mode, fp32, on the CPU.
+    (a multiple of 16). ``patch_size`` overrides the vision tower's patch side (LLaVA only;
+    default 8, so ``(image_size / patch_size) ** 2`` image tokens). The model is in eval
+    mode, fp32, on the CPU.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHITECTURES}")
     chat_template = tiny_chat_template(arch)
     tokenizer = word_level_tokenizer(words, _SPECIAL[arch], chat_template)
     torch.manual_seed(seed)
-    model, processor = _BUILDERS[arch](tokenizer, chat_template, hidden_size, num_layers, image_size)
+    if patch_size is None:
+        model, processor = _BUILDERS[arch](tokenizer, chat_template, hidden_size, num_layers, image_size)
+    elif arch == "llava":
+        if patch_size < 1 or image_size % patch_size:
+            raise ValueError(f"patch_size must divide image_size {image_size}, got {patch_size}")
+        model, processor = _build_llava(
+            tokenizer, chat_template, hidden_size, num_layers, image_size, patch_size
+        )
+    else:
+        raise ValueError(f"patch_size is only supported for 'llava', not {arch!r}")
     return model.eval(), processor
 
 
@@ -160,7 +172,7 @@ def _vision(hidden: int) -> dict:
     return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4)
 
 
-def _build_llava(tokenizer, chat_template, hidden, layers, image_size):
+def _build_llava(tokenizer, chat_template, hidden, layers, image_size, patch=8):
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -170,7 +182,6 @@ def _build_llava(tokenizer, chat_template, hidden, layers, image_size):
         LlavaProcessor,
     )
 
-    patch = 8
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )

@@ -23,6 +23,27 @@ def test_tokenizer_knows_every_word_of_the_world():
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text.lower()
 
 
+@pytest.mark.parametrize(("patch_size", "tokens_per_cell"), [(8, 4), (16, 1)])
+def test_image_tokens_tile_the_grid_cells(patch_size, tokens_per_cell):
+    """The processor cuts a render into patches that tile the 3x3 grid: 2x2 tokens per cell
+    (the default, the shipped checkpoint) or exactly one token per cell (patch 16)."""
+    import torch
+
+    from rlhfv.scenes.render import render_scene
+
+    config = SceneModelConfig(hidden_size=32, num_layers=1, patch_size=patch_size)
+    model, processor = build_scene_model(config)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPTS[0]}]}],
+        add_generation_prompt=True,
+    )
+    inputs = processor(images=[render_scene(scene_for("test", 0))], text=[prompt], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_index).sum()) == 9 * tokens_per_cell
+    assert model.config.vision_config.patch_size == patch_size
+    with torch.no_grad():
+        assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
 def test_saved_model_loads_with_plain_transformers(tmp_path):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor

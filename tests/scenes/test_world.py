@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from rlhfv.scenes.render import PAINTERS, random_crop, render_scene
 from rlhfv.scenes.world import (
@@ -102,6 +103,32 @@ def test_each_object_is_drawn_in_its_cell():
         crop = image.crop((c * 32 + 6, r * 32 + 6, c * 32 + 26, r * 32 + 26))
         drawn = crop.getextrema() != ((35, 35), (35, 35), (40, 40))
         assert drawn == (name in occupied), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cls=st.sampled_from(list(OBJECT_CLASSES)),
+    count=st.integers(1, 3),
+    position=st.sampled_from(POSITIONS),
+    seed=st.integers(0, 2**31),
+    size=st.sampled_from([48, 96]),
+)
+def test_icons_stay_inside_their_cell(cls, count, position, seed, size):
+    """No pixel of an object falls outside its grid cell: the model's image patch for a
+    cell (one per cell) sees the whole object and nothing of its neighbours."""
+    scene = Scene((SceneObject(cls, "white", count, position),), seed=seed)
+    image = render_scene(scene, size)
+    r, c = divmod(POSITIONS.index(position), 3)
+    cell = size // 3
+    background = Image.new("RGB", image.size, (35, 35, 40))
+    # the object's cell painted over with background must leave a blank image
+    background.paste(image.crop((c * cell, r * cell, (c + 1) * cell, (r + 1) * cell)), (c * cell, r * cell))
+    assert image.tobytes() == background.tobytes()
+    assert image.crop((c * cell, r * cell, (c + 1) * cell, (r + 1) * cell)).getextrema() != (
+        (35, 35),
+        (35, 35),
+        (40, 40),
+    )
 
 
 def test_classes_render_differently():

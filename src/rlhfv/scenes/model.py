@@ -24,6 +24,9 @@ class SceneModelConfig:
     hidden_size: int = 128
     num_layers: int = 2
     image_size: int = 48  # the processor resizes the 96-pixel renders: 6x6 = 36 image tokens
+    # 8: 2x2 image tokens per grid cell (the shipped checkpoint); 16 gives one token per cell,
+    # which learned to see more slowly (docs/scene_world.md, "Measured results")
+    patch_size: int = 8
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -40,6 +43,7 @@ def build_scene_model(config: SceneModelConfig = SceneModelConfig()):
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
         image_size=config.image_size,
+        patch_size=config.patch_size,
         seed=config.seed,
     )
 
