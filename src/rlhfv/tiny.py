@@ -107,7 +107,6 @@ def word_level_tokenizer(
         unk_token="<unk>",
         bos_token="<s>",
         eos_token="</s>",
-        extra_special_tokens=list(special_tokens) or None,
     )
     if special_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
