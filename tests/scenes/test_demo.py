@@ -57,3 +57,9 @@ def test_quick_demo_outputs(tmp_path):
     assert len(answers) == 24 and {"sft", "ddpo", "dpo"} <= set(answers[0])
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["timings_s"]) == {"sft", "feedback", "prepare", "train", "evaluate"}
+    kinds = summary["hallucination_kinds"]
+    assert set(kinds) == {"sft", "ddpo", "dpo"}
+    for model_kinds in kinds.values():
+        assert model_kinds["answers"] == 24
+        assert 0 <= model_kinds["partner"] <= model_kinds["hallucinated"]
+        assert 0 <= model_kinds["same_count_answers"] <= 24

@@ -9,8 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhfv.scenes.language import describe
-from rlhfv.scenes.metrics import METRIC_KEYS, attribute_counts, hallucinated_spans, score_answers
-from rlhfv.scenes.world import Scene, SceneObject
+from rlhfv.scenes.metrics import (
+    METRIC_KEYS,
+    attribute_counts,
+    hallucinated_spans,
+    hallucination_kinds,
+    score_answers,
+)
+from rlhfv.scenes.world import PARTNERS, Scene, SceneObject, partner_of
 from tests.scenes.strategies import scenes
 
 SCENE = Scene((SceneObject("ball", "red", 2, "top left"), SceneObject("tree", "green", 1, "center")))
@@ -54,3 +60,23 @@ def test_a_true_description_scores_perfectly(scene, seed):
     assert m["chair_s_mentioned"] == 0 and m["chair_i"] == 0 and m["recall"] == 1
     assert m["attribute_error"] == m["count_error"] == m["position_error"] == 0
     assert attribute_counts(text, scene).checked == len(scene.objects)
+
+
+def test_hallucination_kinds_hand_worked():
+    # SCENE holds a ball and a tree; the tree's partner is the house
+    answers = [
+        # the ball is named as a box (a substitution), the house is the tree's partner, added
+        "Two red boxes are in the top left. A green tree is in the center. A red house is in the top right.",
+        # a substitution: the tree named as a house (the partner), same number of claims
+        "Two red balls are in the top left. A red house is in the center.",
+        # both right; the house named twice in another answer would count once per answer
+        "Two red balls are in the top left. A green tree is in the center.",
+    ]
+    kinds = hallucination_kinds(answers, [SCENE] * 3)
+    assert kinds == {"answers": 3, "same_count_answers": 2, "hallucinated": 3, "partner": 2}
+
+
+def test_partner_of_is_symmetric():
+    for a, b in PARTNERS:
+        assert partner_of(a) == b and partner_of(b) == a
+    assert partner_of("ball") is None

@@ -91,9 +91,11 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
     import torch
 
     from rlhfv.ddpo.trainer import train_ddpo
+    from rlhfv.scenes.metrics import hallucination_kinds
     from rlhfv.scenes.model import CHECKPOINT_DIR, has_shipped_checkpoint, load_scene_model
     from rlhfv.scenes.pipeline import (
         collect_corrections,
+        eval_set,
         evaluate_model,
         prepare_corrections,
         train_scene_sft,
@@ -143,8 +145,11 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
         rows.append({"model": name, **metrics})
     lap("evaluate", t)
 
+    eval_scenes, _ = eval_set(config.n_eval, config.seed)
     summary = {
         "results": rows,
+        # misperceptions (a hallucinated object in a present one's place) vs the co-occurrence bias
+        "hallucination_kinds": {name: hallucination_kinds(answers[name], eval_scenes) for name in answers},
         "feedback": {**counts, **_segment_stats(corrections)},
         "timings_s": timings,
         "seconds": round(time.time() - start, 1),

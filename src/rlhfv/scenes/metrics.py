@@ -26,7 +26,7 @@ from functools import lru_cache
 from rlhfv.eval.chair import score_chair
 from rlhfv.eval.objects import ObjectExtractor, SynonymTable
 from rlhfv.scenes.language import claims_of
-from rlhfv.scenes.world import OBJECT_CLASSES, Scene
+from rlhfv.scenes.world import OBJECT_CLASSES, Scene, partner_of
 
 # the keys of one results row (besides "model"), lower is better except recall/mean_words
 METRIC_KEYS: tuple[str, ...] = (
@@ -114,3 +114,21 @@ def score_answers(answers: Sequence[str], scenes: Sequence[Scene]) -> dict[str, 
         "position_error": _ratio(counts.position_wrong, counts.checked),
         "mean_words": sum(len(a.split()) for a in answers) / len(answers) if answers else math.nan,
     }
+
+
+def hallucination_kinds(answers: Sequence[str], scenes: Sequence[Scene]) -> dict[str, int]:
+    """Where the hallucinated objects come from, counted over ``answers[i]`` about ``scenes[i]``.
+
+    ``hallucinated``: distinct absent classes named per answer, summed; of those ``partner``:
+    the usual partner of a present object (the co-occurrence bias). ``same_count_answers``:
+    answers with exactly one object claim per scene object; a hallucination there took a
+    present object's place (a misperception) rather than being added to the description.
+    """
+    kinds = {"answers": len(answers), "same_count_answers": 0, "hallucinated": 0, "partner": 0}
+    for answer, scene in zip(answers, scenes, strict=True):
+        claimed = [c.cls for c in claims_of(answer)]
+        kinds["same_count_answers"] += len(claimed) == len(scene.objects)
+        for cls in {cls for _, _, cls in hallucinated_spans(answer, scene)}:
+            kinds["hallucinated"] += 1
+            kinds["partner"] += any(partner_of(cls) == present for present in scene.classes)
+    return kinds

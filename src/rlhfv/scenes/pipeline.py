@@ -127,7 +127,6 @@ def _sft_config(settings: SFTSettings, epochs: float, learning_rate: float, seed
 
 def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
     """Train a fresh scene model on described scenes with the project's SFT trainer; returns (model, processor)."""
-    from rlhfv.ddpo.trainer import train_sft
     from rlhfv.scenes.model import SceneModelConfig, build_scene_model
 
     model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
@@ -140,9 +139,25 @@ def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
     for k, (epochs, lr, seed) in enumerate(passes):
         data = sft_corrections(settings.n_scenes, seed)
         prepared = prepare_corrections(data, processor, output_dir / f"data{k}")
-        config = _sft_config(settings, epochs, lr, seed)
-        model = train_sft(config, model, processor, prepared, output_dir / f"model{k}").model
-    return model.eval(), processor
+        model = sft_pass(model, processor, prepared, settings, epochs, lr, seed, output_dir / f"model{k}")
+    return model, processor
+
+
+def sft_pass(
+    model: Any,
+    processor: Any,
+    prepared: Path,
+    settings: SFTSettings,
+    epochs: float,
+    learning_rate: float,
+    seed: int,
+    output_dir: Path,
+):
+    """One supervised pass over prepared described scenes (``settings.image_pipeline``); returns the model in eval mode."""
+    from rlhfv.ddpo.trainer import train_sft
+
+    config = _sft_config(settings, epochs, learning_rate, seed)
+    return train_sft(config, model, processor, prepared, output_dir).model.eval()
 
 
 def generate(

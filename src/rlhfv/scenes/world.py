@@ -195,6 +195,11 @@ class WorldConfig:
 _PARTNER_OF: dict[str, str] = {a: b for a, b in PARTNERS} | {b: a for a, b in PARTNERS}
 
 
+def partner_of(cls: str) -> str | None:
+    """The class that usually appears with ``cls`` (the co-occurrence bias), or None."""
+    return _PARTNER_OF.get(cls)
+
+
 def sample_scene(rng: random.Random, config: WorldConfig = WorldConfig(), seed: int = 0) -> Scene:
     """Draw one scene graph with the world's co-occurrence, colour, row and count biases."""
     n = rng.choices(range(1, MAX_OBJECTS + 1), weights=config.n_objects_weights)[0]
