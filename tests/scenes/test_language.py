@@ -12,6 +12,7 @@ from rlhfv.scenes.language import (
     TEMPLATES,
     TEST_PROMPTS,
     TRAIN_PROMPTS,
+    caption_objects,
     claims_of,
     describe,
     facts_of,
@@ -106,3 +107,22 @@ def test_prompts_and_vocabulary():
         for word in text.lower().replace(".", " ").replace(",", " ").replace("?", " ").split():
             assert word in vocab, word
     assert len(Scene((SceneObject("ball", "red", 1, "center"),)).objects) == 1
+
+
+@given(scenes(), st.integers(0, 2**31))
+@settings(max_examples=200, deadline=None)
+def test_a_subset_caption_names_a_nonempty_subset_exactly(scene, seed):
+    named = caption_objects(scene, random.Random(seed))
+    assert 1 <= len(named.objects) <= len(scene.objects)
+    assert set(named.objects) <= set(scene.objects)
+    # its description claims exactly those objects, nothing absent
+    assert facts_of(describe(named, random.Random(seed))) == scene_facts(named)
+
+
+def test_subset_captions_cover_every_size():
+    scene = scene_for("sft", 0, 0)
+    while len(scene.objects) < 4:
+        scene = scene_for("sft", len(scene.objects) + 10, 0)
+    rng = random.Random(0)
+    sizes = {len(caption_objects(scene, rng).objects) for _ in range(300)}
+    assert sizes == set(range(1, len(scene.objects) + 1))

@@ -45,7 +45,7 @@ class DemoConfig:
 
     n_corrections: int = 1400
     n_eval: int = 300
-    epochs: float = 2.0
+    epochs: float = 4.0
     batch_size: int = 16
     learning_rate: float = 3e-6
     beta: float = 0.5

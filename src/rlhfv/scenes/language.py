@@ -223,6 +223,13 @@ def describe(scene: Scene, rng: random.Random, *, outro_prob: float = 0.5) -> st
     return " ".join(sentences)
 
 
+def caption_objects(scene: Scene, rng: random.Random) -> Scene:
+    """The objects one caption names: a random non-empty subset of ``scene``'s (as a person
+    describing a picture names some objects, not always all), size uniform in 1..n."""
+    k = rng.randint(1, len(scene.objects))
+    return Scene(tuple(rng.sample(list(scene.objects), k)), seed=scene.seed)
+
+
 def _parse_sentence(answer: str, start: int, end: int) -> tuple[Claim, ...]:
     text = answer[start:end]
     for index, regex in enumerate(_TEMPLATE_RES):
