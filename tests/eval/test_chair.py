@@ -220,3 +220,34 @@ def test_cli_chair_with_reference_synonyms_and_bad_input(tmp_path, capsys):
     responses.write_text(json.dumps({"image_id": 5, "response": "a dog"}) + "\n")
     assert main(args) == 2
     assert "no response could be scored" in capsys.readouterr().err
+
+
+def test_cli_chair_refuses_a_binary_synonym_table(tmp_path, capsys):
+    from tests.eval.conftest import IMAGES
+
+    responses = tmp_path / "r.jsonl"
+    responses.write_text(json.dumps({"image_id": 296284, "response": "donuts"}) + "\n")
+    args = ["eval", "chair", "--responses", str(responses), "--annotations", str(COCO80)]
+    assert main([*args, "--synonyms", str(IMAGES[0])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rlhfv: error: {IMAGES[0]}: not a text synonym table") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["missing_dir", "a_directory", "parent_is_a_file"])
+def test_cli_chair_checks_per_response_before_scoring(tmp_path, capsys, where):
+    (tmp_path / "file.txt").write_text("x")
+    target = {
+        "missing_dir": tmp_path / "nodir" / "x.jsonl",
+        "a_directory": tmp_path,
+        "parent_is_a_file": tmp_path / "file.txt" / "x.jsonl",
+    }[where]
+    # the responses file does not exist either: the output path is checked first
+    args = ["eval", "chair", "--responses", str(tmp_path / "nope.jsonl"), "--annotations", str(COCO80)]
+    assert main([*args, "--per-response", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rlhfv: error: --per-response {target}: ")
+    assert {
+        "missing_dir": f"directory {tmp_path / 'nodir'} does not exist",
+        "a_directory": "is a directory",
+        "parent_is_a_file": f"{tmp_path / 'file.txt'} is not a directory",
+    }[where] in err

@@ -134,3 +134,17 @@ def test_llm_extraction_stops_calling_an_unreachable_endpoint(closed_port_url, t
     assert out["n_responses"] == 1
     assert out["problems"]["endpoint_unreachable"]["count"] == 5
     assert "5 x endpoint_unreachable" in captured.err
+
+
+def test_cli_chair_llm_extract_needs_the_openai_key_up_front(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    responses = tmp_path / "r.jsonl"
+    responses.write_text(json.dumps({"image_id": 296284, "response": "Many donuts sit in a case."}) + "\n")
+    args = ["eval", "chair", "--responses", str(responses), "--annotations", str(COCO80)]
+    assert main([*args, "--llm-extract", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "needs an API key: set the environment variable OPENAI_API_KEY" in capsys.readouterr().err
+    # a cache folder that is a file is refused before any call, too
+    (tmp_path / "cfile").write_text("")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert main([*args, "--llm-extract", "--cache-dir", str(tmp_path / "cfile")]) == 2
+    assert f"--cache-dir {tmp_path / 'cfile'}: is not a directory" in capsys.readouterr().err

@@ -111,9 +111,66 @@ def test_cli_mmhal_writes_results_and_reports_unreachable(judge_server, closed_p
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps([f"New answer {i}, says 3." for i in range(10)]))
     cmd = [*base, "--answers", str(answers), "--base-url", closed_port_url, "--max-retries", "0"]
-    assert main(cmd) == 0
+    assert main(cmd) == 2  # nothing could be rated: an error, not a result of n_rated 0
     captured = capsys.readouterr()
-    summary = json.loads(captured.out)
-    assert summary["n_rated"] == 0 and summary["score"] is None
-    assert summary["problems"]["endpoint_unreachable"]["count"] == 10
-    assert "10 x endpoint_unreachable" in captured.err
+    assert captured.out == ""
+    assert "rlhfv: error: no answer could be rated: 10 x endpoint_unreachable" in captured.err
+
+
+def _mmhal_file(tmp_path, n=3, answer="It says 4."):
+    questions = json.loads(TEMPLATE.read_text())[:n]
+    for q in questions:
+        q["model_answer"] = answer
+    qfile = tmp_path / "mmhal.json"
+    qfile.write_text(json.dumps(questions))
+    return ["eval", "mmhal", "--questions", str(qfile), "--cache-dir", str(tmp_path / "c")]
+
+
+def test_cli_mmhal_exits_2_when_the_judge_refuses_every_answer(judge_server, tmp_path, capsys):
+    judge_server.script = [(401, "invalid api key")] * 3
+    assert main([*_mmhal_file(tmp_path), "--base-url", judge_server.url, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert "no answer could be rated: 3 x endpoint_error" in captured.err
+    assert "HTTP 401" in captured.err
+
+
+def test_cli_mmhal_exits_2_when_every_answer_is_missing(judge_server, tmp_path, capsys):
+    assert main([*_mmhal_file(tmp_path, answer=""), "--base-url", judge_server.url]) == 2
+    assert "no answer could be rated: 3 x missing_answer" in capsys.readouterr().err
+    assert judge_server.requests == []
+
+
+def test_cli_mmhal_needs_a_key_for_openai_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
+    base = _mmhal_file(tmp_path)
+    assert main(base) == 2  # the default base URL is OpenAI's
+    err = capsys.readouterr().err
+    assert "https://api.openai.com/v1 needs an API key" in err and "OPENAI_API_KEY" in err
+    assert main([*base, "--api-key-env", "MY_JUDGE_KEY"]) == 2
+    assert "set the environment variable MY_JUDGE_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # nothing was asked, nothing cached
+
+
+def test_cli_mmhal_checks_out_before_judging(judge_server, tmp_path, capsys):
+    judge_server.reply = _judge
+    base = [*_mmhal_file(tmp_path), "--base-url", judge_server.url]
+    assert main([*base, "--out", str(tmp_path / "nodir" / "x.json")]) == 2
+    assert f"--out {tmp_path / 'nodir' / 'x.json'}: directory {tmp_path / 'nodir'} does not exist" in (
+        capsys.readouterr().err
+    )
+    assert main([*base, "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert judge_server.requests == []  # no paid call was made
+
+
+def test_score_mmhal_with_nothing_rated_is_an_error(closed_port_url, tmp_path):
+    from rlhfv.errors import InputError
+
+    questions = load_mmhal(TEMPLATE)[:2]
+    with (
+        ChatClient(closed_port_url, "judge", cache_dir=tmp_path, max_retries=0) as client,
+        pytest.raises(InputError, match="2 x endpoint_unreachable"),
+    ):
+        score_mmhal(questions, ["It says 1.", "It says 2."], client)

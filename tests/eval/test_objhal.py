@@ -130,3 +130,89 @@ def test_generate_answers_works_for_other_architectures(arch):
     batched = generate_answers(model, processor, IMAGES[:3], PROMPTS, batch_size=3, **settings)
     assert batched == generate_answers(model, processor, IMAGES[:3], PROMPTS, batch_size=1, **settings)
     assert all(isinstance(a, str) and a for a in batched)
+
+
+def test_cli_objhal_finds_missing_images_before_loading_the_model(question_file, tmp_path, capsys):
+    rows = [json.loads(line) for line in question_file.read_text().splitlines()]
+    rows[2]["image"] = "/x/000000294073.jpg"
+    rows[4]["image"] = "missing.jpg"  # relative to the question file
+    question_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    # the model does not exist: had it been loaded first, the error would say so
+    args += ["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"rlhfv: error: {question_file}: field image: 2 of {len(rows)} images not found or unreadable, "
+        "e.g. row 3: image file not found: /x/000000294073.jpg\n"
+    )
+    assert not (tmp_path / "run").exists()
+    rows[2]["image"] = rows[0]["image"]
+    question_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(args) == 2
+    assert f"row 5: image file not found: {question_file.parent / 'missing.jpg'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--dtype", "float64x", "argument --dtype: invalid choice: 'float64x'"),
+        ("--batch-size", "0", "argument --batch-size: must be a positive integer, got 0"),
+        ("--limit", "0", "argument --limit: must be a positive integer, got 0"),
+        ("--limit", "-2", "argument --limit: must be a positive integer, got -2"),
+        ("--num-beams", "0", "argument --num-beams: must be a positive integer, got 0"),
+    ],
+)
+def test_cli_objhal_refuses_bad_option_values(question_file, tmp_path, capsys, option, value, message):
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    args += ["--model", "unused", "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, option, value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_objhal_refuses_an_unusable_device_before_loading(question_file, tmp_path, capsys):
+    import torch
+
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    args += ["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "run")]
+    assert main([*args, "--device", "gpu"]) == 2
+    assert "rlhfv: error: --device 'gpu' is not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert (
+            capsys.readouterr().err
+            == "rlhfv: error: CUDA is not available on this machine; use --device cpu\n"
+        )
+
+
+def test_cli_objhal_checks_out_before_any_work(question_file, tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"image_id": "1", "response": "A dog."}) + "\n")
+    # the annotations do not exist: the output folder is checked first
+    args = [
+        "eval",
+        "objhal",
+        "--questions",
+        str(question_file),
+        "--annotations",
+        str(tmp_path / "nope.jsonl"),
+    ]
+    args += ["--answers", str(answers)]
+    assert main([*args, "--out", str(answers)]) == 2  # an existing regular file
+    assert capsys.readouterr().err == f"rlhfv: error: --out {answers}: is not a directory\n"
+    assert main([*args, "--out", str(answers / "sub")]) == 2
+    assert f"--out {answers / 'sub'}: {answers} is not a directory" in capsys.readouterr().err
+    (tmp_path / "run" / "report.html").mkdir(parents=True)
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert "report.html in it is a directory" in capsys.readouterr().err
+
+
+def test_load_questions_refuses_a_non_positive_limit(question_file):
+    from rlhfv.errors import InputError
+    from rlhfv.eval.objhal import load_questions
+
+    assert len(load_questions(question_file, limit=1)) == 1
+    with pytest.raises(InputError, match="limit must be 1 or more"):
+        load_questions(question_file, limit=0)

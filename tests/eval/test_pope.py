@@ -178,3 +178,88 @@ def test_score_with_no_usable_answer_is_an_error():
     qs = build_pope_questions(TOY, "random", n_images=1, per_image=1, seed=0)
     with pytest.raises(InputError, match="missing_answer"):
         score_pope(qs, {})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--n-images", "-3"), ("--n-images", "0"), ("--per-image", "0")]
+)
+def test_cli_build_refuses_non_positive_counts(tmp_path, capsys, option, value):
+    args = ["eval", "pope", "build", "--annotations", str(COCO80), "--out", str(tmp_path / "p.jsonl")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: must be a positive integer, got {int(value)}" in capsys.readouterr().err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_cli_build_checks_out_before_building(tmp_path, capsys):
+    args = ["eval", "pope", "build", "--annotations", str(tmp_path / "missing.jsonl")]
+    assert main([*args, "--out", str(tmp_path / "nodir" / "p.jsonl")]) == 2
+    assert f"--out {tmp_path / 'nodir' / 'p.jsonl'}: directory" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def _questions(tmp_path):
+    questions = tmp_path / "pope.jsonl"
+    args = ["eval", "pope", "build", "--annotations", str(COCO80), "--out", str(questions)]
+    assert main([*args, "--n-images", "2", "--per-image", "1", "--split", "random"]) == 0
+    return questions, read_questions(questions)
+
+
+def test_cli_score_counts_bad_answer_rows_with_file_and_row(tmp_path, capsys):
+    questions, qs = _questions(tmp_path)
+    capsys.readouterr()
+    assert [q.question_id for q in qs] == [0, 1, 2, 3]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "\n".join(
+            [
+                json.dumps({"question_id": 0, "answer": "Yes."}),
+                '{"question_id": 1, "answer": "No."',  # row 2: malformed JSON
+                json.dumps({"question_id": "x", "answer": "No."}),  # row 3: not an integer
+                json.dumps({"answer": "No."}),  # row 4: no question_id
+                json.dumps({"question_id": 99, "answer": "No."}),  # row 5: not a question
+                json.dumps({"question_id": 0, "answer": "No."}),  # row 6: answered twice
+                json.dumps({"question_id": "2", "answer": "No, there is none."}),  # "2" is fine
+            ]
+        )
+        + "\n"
+    )
+    args = ["eval", "pope", "score", "--questions", str(questions), "--answers", str(answers), "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["all/n"] == 2  # questions 0 and 2
+    problems = out["problems"]
+    assert {k: v["count"] for k, v in problems.items()} == {
+        "duplicate_id": 1,
+        "invalid_json": 1,
+        "missing_answer": 2,  # questions 1 and 3
+        "missing_field": 1,
+        "unknown_id": 2,
+    }
+    assert problems["invalid_json"]["examples"] == [f"{answers}: row 2: Expecting ',' delimiter"]
+    assert problems["missing_field"]["examples"] == [f"{answers}: row 4: no 'question_id'"]
+    assert problems["unknown_id"]["examples"] == [
+        f"{answers}: row 3: question_id 'x' is not an integer",
+        f"{answers}: row 5: question_id 99 is not in the questions",
+    ]
+    assert (
+        f"{answers}: row 6: question_id 0 already answered on {answers}: row 1"
+        in (problems["duplicate_id"]["examples"])
+    )
+    assert "Traceback" not in captured.err and "2 x unknown_id" in captured.err
+
+
+def test_cli_score_with_a_model_finds_missing_images_before_loading_it(tmp_path, capsys):
+    questions, qs = _questions(tmp_path)
+    capsys.readouterr()
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    args = ["eval", "pope", "score", "--questions", str(questions), "--image-dir", str(image_dir)]
+    # the model does not exist: had it been loaded first, the error would say so
+    assert main([*args, "--model", str(tmp_path / "no-model"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"rlhfv: error: {questions}: field image: 4 of 4 images not found, e.g. row 1: " in err
+    assert str(image_dir / qs[0].image) in err

@@ -5,10 +5,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+from rlhfv.errors import InputError
 from rlhfv.eval.problems import problem_lines
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# hosts that always need a key; a local server (vLLM, llama.cpp) may not
+KEYED_HOSTS = ("api.openai.com",)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is a one-line usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _generation_args(p)
     _endpoint_args(p, optional=True)
     p.add_argument("--out", required=True, help="output directory (answers, result.json, report.html)")
-    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--limit", type=_positive_int, help="only the first N questions")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=_objhal)
 
@@ -48,8 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--synonyms", help="synonym table (reference format) to map category names")
     b.add_argument("--out", required=True, help="output JSONL (one question per line)")
     b.add_argument("--split", choices=("random", "popular", "adversarial"), action="append")
-    b.add_argument("--n-images", type=int, default=500)
-    b.add_argument("--per-image", type=int, default=3, help="positive (and negative) questions per image")
+    b.add_argument("--n-images", type=_positive_int, default=500)
+    b.add_argument(
+        "--per-image", type=_positive_int, default=3, help="positive (and negative) questions per image"
+    )
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_pope_build)
     s = pope.add_parser("score", help="accuracy, precision, recall, F1, yes-ratio")
@@ -105,26 +136,83 @@ def _endpoint_args(p: argparse.ArgumentParser, *, optional: bool) -> None:
     g = p.add_argument_group("LLM endpoint (OpenAI-compatible)")
     if optional:
         g.add_argument("--llm-extract", action="store_true", help="list objects with an LLM first")
-    g.add_argument("--base-url", default="https://api.openai.com/v1", help="endpoint base URL")
+    g.add_argument("--base-url", default=DEFAULT_BASE_URL, help="endpoint base URL")
     g.add_argument("--judge-model", default="gpt-4o-mini" if optional else "gpt-4o", help="model name")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     g.add_argument("--cache-dir", default=".rlhfv_cache/llm", help="replies cached here (reruns are free)")
-    g.add_argument("--max-retries", type=int, default=4)
+    g.add_argument("--max-retries", type=_non_negative_int, default=4)
 
 
 def _generation_args(
     p: argparse.ArgumentParser, default_max_new_tokens: int | None = None, default_preset: str = "reference"
 ) -> None:
-    from rlhfv.eval.generate import PRESETS
+    from rlhfv.eval.generate import DTYPES, PRESETS
 
     g = p.add_argument_group("generation")
     g.add_argument("--preset", choices=sorted(PRESETS), default=default_preset, help="decoding settings")
-    g.add_argument("--num-beams", type=int, help="override the preset")
-    g.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens, help="override the preset")
+    g.add_argument("--num-beams", type=_positive_int, help="override the preset")
+    g.add_argument(
+        "--max-new-tokens", type=_positive_int, default=default_max_new_tokens, help="override the preset"
+    )
     g.add_argument("--repetition-penalty", type=float, help="override the preset")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=_positive_int, default=8)
     g.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda if available)")
-    g.add_argument("--dtype", default="auto", help="torch dtype for the model (auto, bfloat16, float32)")
+    g.add_argument("--dtype", choices=DTYPES, default="auto", help="torch dtype for the model")
+
+
+def check_output_file(path: str | None, option: str) -> None:
+    """Before any work: ``path`` can be created as a file (its folder exists, it is no folder)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{option} {path}: is a directory; give a file name", reason="bad_output")
+    parent = target.parent
+    if not parent.exists():
+        raise InputError(f"{option} {path}: directory {parent} does not exist", reason="bad_output")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is not a directory", reason="bad_output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write to directory {parent}", reason="bad_output")
+
+
+def check_output_dir(path: str | None, option: str, files: tuple[str, ...] = ()) -> None:
+    """Before any work: ``path`` is a folder, or can be made one (``mkdir -p``), and the
+    ``files`` to be written in it are not folders."""
+    if path is None:
+        return
+    target = Path(path)
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is not a directory" if existing == target else f"{existing} is not a directory"
+        raise InputError(f"{option} {path}: {what}", reason="bad_output")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write to directory {existing}", reason="bad_output")
+    for name in files:
+        if (target / name).is_dir():
+            raise InputError(f"{option} {path}: {name} in it is a directory", reason="bad_output")
+
+
+def check_api_key(args: argparse.Namespace) -> None:
+    """Before any work: a hosted endpoint that always needs a key (OpenAI) has one.
+
+    A local server (``--base-url http://localhost...``) may run without a key, so only
+    known hosted endpoints are checked; other endpoints report a 401 per item."""
+    host = urlparse(args.base_url).hostname or ""
+    if host in KEYED_HOSTS and not os.environ.get(args.api_key_env):
+        raise InputError(
+            f"{args.base_url} needs an API key: set the environment variable {args.api_key_env}"
+            " (or name another one with --api-key-env)",
+            reason="missing_api_key",
+        )
+
+
+def _check_client_args(args: argparse.Namespace) -> None:
+    """The judge's key and cache folder, checked before any work."""
+    check_api_key(args)
+    check_output_dir(args.cache_dir, "--cache-dir")
 
 
 def _client(args: argparse.Namespace):
@@ -160,6 +248,9 @@ def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
 def _chair(args: argparse.Namespace) -> int:
     from rlhfv.eval.objhal import load_responses, run_chair
 
+    check_output_file(args.per_response, "--per-response")
+    if args.llm_extract:
+        _check_client_args(args)
     with _extraction_client(args) as client:
         result = run_chair(
             load_responses(args.responses),
@@ -176,6 +267,12 @@ def _chair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_device(args: argparse.Namespace) -> None:
+    from rlhfv.eval.generate import check_device
+
+    check_device(args.device)
+
+
 def _gen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from rlhfv.eval.generate import generation_settings
 
@@ -188,6 +285,11 @@ def _gen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _objhal(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out", files=("answers.jsonl", "result.json", "report.html"))
+    if args.llm_extract:
+        _check_client_args(args)
+    if args.model:
+        _check_device(args)
     with _extraction_client(args) as client:
         result = _run_objhal(args, client)
     _print(result.summary(), args.json, problem_lines(result.problems))
@@ -218,6 +320,7 @@ def _run_objhal(args: argparse.Namespace, client: Any):
 def _pope_build(args: argparse.Namespace) -> int:
     from rlhfv.eval.pope import build_pope_questions, load_object_annotations, write_questions
 
+    check_output_file(args.out, "--out")
     objects = load_object_annotations(args.annotations, synonyms=args.synonyms)
     questions = []
     for split in args.split or ["random", "popular", "adversarial"]:
@@ -232,18 +335,27 @@ def _pope_build(args: argparse.Namespace) -> int:
 def _pope_score(args: argparse.Namespace) -> int:
     from rlhfv.eval.pope import answer_pope, read_answers, read_questions, score_pope
 
+    if not args.answers:
+        if not args.model or not args.image_dir:
+            raise InputError("give --answers, or --model and --image-dir to generate them")
+        _check_device(args)
     questions = read_questions(args.questions)
     if args.answers:
-        answers = read_answers(args.answers)
+        given = read_answers(args.answers)
+        answers, problems, where = given.answers, given.problems, given.rows.get
     else:
-        if not args.model or not args.image_dir:
-            from rlhfv.errors import InputError
-
-            raise InputError("give --answers, or --model and --image-dir to generate them")
         answers = answer_pope(
-            questions, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
+            questions,
+            args.model,
+            args.image_dir,
+            _gen_kwargs(args),
+            args.batch_size,
+            args.device,
+            args.dtype,
+            questions_path=args.questions,
         )
-    result = score_pope(questions, answers)
+        problems, where = None, None
+    result = score_pope(questions, answers, problems=problems, where=where)
     _print(result.summary(), args.json, problem_lines(result.problems))
     return 0
 
@@ -251,14 +363,15 @@ def _pope_score(args: argparse.Namespace) -> int:
 def _amber(args: argparse.Namespace) -> int:
     from rlhfv.eval.amber import answer_amber, load_amber, read_amber_answers, read_amber_queries, score_amber
 
+    check_output_file(args.save_answers, "--save-answers")
+    if args.model:
+        if not args.queries or not args.image_dir:
+            raise InputError("--model needs --queries and --image-dir")
+        _check_device(args)
     bench = load_amber(args.annotations, args.relation, args.safe_words)
     if args.answers:
         answers = read_amber_answers(args.answers)
     else:
-        if not args.queries or not args.image_dir:
-            from rlhfv.errors import InputError
-
-            raise InputError("--model needs --queries and --image-dir")
         queries = read_amber_queries(args.queries)
         answers = answer_amber(
             queries, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
@@ -274,14 +387,16 @@ def _amber(args: argparse.Namespace) -> int:
 def _mmhal(args: argparse.Namespace) -> int:
     from rlhfv.eval.mmhal import answer_mmhal, load_mmhal, read_mmhal_answers, score_mmhal
 
+    check_output_file(args.out, "--out")
+    _check_client_args(args)
+    if args.model and not args.answers:
+        if not args.image_dir:
+            raise InputError("--model needs --image-dir")
+        _check_device(args)
     questions = load_mmhal(args.questions)
     if args.answers:
         answers = read_mmhal_answers(args.answers, len(questions))
     elif args.model:
-        if not args.image_dir:
-            from rlhfv.errors import InputError
-
-            raise InputError("--model needs --image-dir")
         answers = answer_mmhal(
             questions, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
         )

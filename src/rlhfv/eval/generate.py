@@ -53,11 +53,40 @@ def load_image(source: Any, *, base_dir: str | Path | None = None):
         raise InputError(f"not an image path or base64 image: {shown!r} ({err})", reason="bad_image") from err
 
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def check_device(device: str | None) -> None:
+    """InputError unless ``device`` (None: the default) is a torch device this machine has.
+
+    Called before a model is loaded, so a bad ``--device`` costs no loading time."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"--device {device!r} is not a torch device ({err})", reason="bad_device") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available on this machine; use --device cpu", reason="bad_device")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise InputError("MPS is not available on this machine; use --device cpu", reason="bad_device")
+    if kind != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as err:
+            raise InputError(f"--device {device!r} cannot be used: {err}", reason="bad_device") from err
+
+
 def load_model(name_or_path: str, *, device: str | None = None, dtype: str = "auto"):
     """(model, processor) via ``AutoModelForImageTextToText`` / ``AutoProcessor``, in eval mode."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}", reason="bad_dtype")
+    check_device(device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
@@ -94,6 +123,8 @@ def generate_answers(
 
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    if batch_size < 1:
+        raise InputError(f"batch size must be 1 or more, got {batch_size}", reason="bad_batch_size")
     tokenizer = getattr(processor, "tokenizer", processor)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge

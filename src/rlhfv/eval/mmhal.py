@@ -198,7 +198,10 @@ def score_mmhal(
     *,
     progress: bool = False,
 ) -> MMHalResult:
-    """Ask the judge about every answer (cached), parse the ratings, aggregate."""
+    """Ask the judge about every answer (cached), parse the ratings, aggregate.
+
+    InputError when no answer could be rated (all missing, endpoint errors ...), as for
+    the other scorers: an empty run is not a result."""
     if len(answers) != len(questions):
         raise InputError(f"{len(answers)} answers for {len(questions)} questions")
     problems = Problems()
@@ -236,6 +239,8 @@ def score_mmhal(
             continue
         item["rating"] = rating
         records.append(MMHalRecord(q.question_type, rating))
+    if not records:
+        raise InputError("no answer could be rated: " + "; ".join(problems.lines() or ["no questions"]))
     types = list(dict.fromkeys([*QUESTION_TYPES, *(q.question_type for q in questions)]))
     per_type = {
         t: mmhal_score([r for r in records if r.question_type == t])

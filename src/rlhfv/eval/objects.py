@@ -100,6 +100,12 @@ class SynonymTable:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
             raise InputError(f"cannot read synonym table: {err.strerror}", path=str(path)) from err
+        except UnicodeDecodeError as err:
+            raise InputError(
+                "not a text synonym table (not UTF-8 text; expected one class per line, comma-separated)",
+                path=str(path),
+                reason="bad_synonyms",
+            ) from err
         return cls.from_lines(text.splitlines(), path=str(path))
 
     @classmethod

@@ -16,12 +16,19 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlhfv.errors import InputError
-from rlhfv.eval.chair import ChairRecord, ChairResult, load_ground_truth, normalize_image_id, score_chair
+from rlhfv.eval.chair import (
+    ChairRecord,
+    ChairResult,
+    GroundTruth,
+    load_ground_truth,
+    normalize_image_id,
+    score_chair,
+)
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.objects import ObjectExtractor, coco_extractor
 from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines
@@ -32,10 +39,13 @@ class Question:
     image_id: str
     question: str
     image: Any  # base64 string, path or bytes; decoded lazily
+    row: int | None = field(default=None, compare=False)  # in the question file
 
 
 def load_questions(path: str | Path, *, limit: int | None = None) -> list[Question]:
     """Questions in the reference Object HalBench layout (see module docstring)."""
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be 1 or more, got {limit}", field="limit", reason="bad_limit")
     base = Path(path).parent
     problems = Problems()
     out = []
@@ -46,13 +56,49 @@ def load_questions(path: str | Path, *, limit: int | None = None) -> list[Questi
         image = obj["image"]
         if isinstance(image, str) and len(image) < 1024 and (base / image).is_file():
             image = str(base / image)
-        out.append(Question(str(obj["image_id"]), str(obj["question"]), image))
+        out.append(Question(str(obj["image_id"]), str(obj["question"]), image, row))
         if limit is not None and len(out) >= limit:
             break
     problems.raise_first(path)
     if not out:
         raise InputError("no questions", path=str(path))
     return out
+
+
+def image_problem(image: Any, base_dir: Path) -> str | None:
+    """Why a question's ``image`` (path or base64) cannot be read, or None when it can.
+
+    Cheap: files are checked for existence and base64 data only down to the image header,
+    so a whole question file is checked before a model is loaded."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (bytes, bytearray)) or not isinstance(image, str):
+        return None
+    if len(image) < 1024 and Path(image).is_file():
+        return None
+    text = image.split(",", 1)[1] if image.startswith("data:") and "," in image else image
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))):
+            return None
+    except (ValueError, OSError, UnidentifiedImageError):
+        pass
+    if len(image) < 1024:
+        return f"image file not found: {base_dir / image}"
+    return f"image is neither a file nor base64 image data: {image[:40]!r}..."
+
+
+def check_question_images(questions: Sequence[Question], path: str | Path) -> None:
+    """InputError naming the question file, the row and the image when any image is unreadable."""
+    base = Path(path).parent
+    bad = [(q.row, problem) for q in questions if (problem := image_problem(q.image, base))]
+    if bad:
+        row, problem = bad[0]
+        raise InputError(
+            f"{len(bad)} of {len(questions)} images not found or unreadable, e.g. row {row}: {problem}",
+            path=str(path),
+            field="image",
+            reason="missing_image",
+        )
 
 
 @dataclass
@@ -85,11 +131,16 @@ def run_chair(
     extractor: ObjectExtractor | None = None,
     client: ChatClient | None = None,
     progress: bool = False,
+    ground_truth: GroundTruth | None = None,
 ) -> ChairResult:
-    """CHAIR for (image_id, response) pairs; with ``client``, objects are listed by the LLM first."""
+    """CHAIR for (image_id, response) pairs; with ``client``, objects are listed by the LLM first.
+
+    ``ground_truth`` (from :func:`load_ground_truth` with the same extractor) skips loading
+    ``annotations`` again."""
     pairs, problems = responses.pairs, responses.problems
     extractor = extractor or coco_extractor(synonyms)
-    ground_truth = load_ground_truth(annotations, extractor)
+    if ground_truth is None:
+        ground_truth = load_ground_truth(annotations, extractor)
     mentions = None
     if client is not None:
         from rlhfv.eval.llm_objects import llm_mentions
@@ -134,9 +185,14 @@ def run_object_halbench(
     from rlhfv.eval.generate import generate_answers, generation_settings, load_model
 
     qs = load_questions(questions, limit=limit)
+    settings = generation or generation_settings("reference")
+    # everything that can be wrong with the input is found before a model is loaded
+    extractor = coco_extractor(synonyms)
+    ground_truth = load_ground_truth(annotations, extractor)
+    if answers is None and model is not None:
+        check_question_images(qs, questions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = generation or generation_settings("reference")
     if answers is not None:
         given = load_responses(answers)
         problems = given.problems
@@ -168,8 +224,7 @@ def run_object_halbench(
         if r is not None:
             scored.pairs.append((q.image_id, r))
             scored.labels.append(f"question {n}")
-    extractor = coco_extractor(synonyms)
-    result = run_chair(scored, annotations, extractor=extractor, client=client)
+    result = run_chair(scored, annotations, extractor=extractor, client=client, ground_truth=ground_truth)
     full = result.summary() | {
         "generation": settings if answers is None else None,
         "extraction": "llm" if client is not None else "rules",

@@ -19,7 +19,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -51,6 +51,7 @@ class PopeQuestion:
     label: str  # "yes" | "no"
     object: str
     split: str
+    row: int | None = field(default=None, compare=False, repr=False)  # in the question file
 
 
 def load_object_annotations(
@@ -164,7 +165,8 @@ def write_questions(questions: Sequence[PopeQuestion], path: str | Path) -> None
     # ids unique across the splits written together
     with open(path, "w", encoding="utf-8") as f:
         for i, q in enumerate(questions):
-            f.write(json.dumps(asdict(q) | {"question_id": i}) + "\n")
+            row = {k: v for k, v in asdict(q).items() if k != "row"}
+            f.write(json.dumps(row | {"question_id": i}) + "\n")
 
 
 def read_questions(path: str | Path) -> list[PopeQuestion]:
@@ -172,21 +174,50 @@ def read_questions(path: str | Path) -> list[PopeQuestion]:
     out = []
     for row, obj in iter_jsonl(path, problems):
         try:
-            out.append(PopeQuestion(**{k: obj[k] for k in PopeQuestion.__dataclass_fields__}))
+            fields = {k: obj[k] for k in PopeQuestion.__dataclass_fields__ if k != "row"}
+            out.append(PopeQuestion(**fields, row=row))
         except KeyError as err:
             raise InputError(f"missing {err.args[0]!r}", path=str(path), row=row, field=err.args[0]) from err
     problems.raise_first(path)
     return out
 
 
-def read_answers(path: str | Path) -> dict[int, Any]:
-    """question_id -> answer text, from JSONL with ``question_id`` and ``answer`` (or ``text``/``response``)."""
-    problems = Problems()
-    out: dict[int, Any] = {}
-    for row, obj in iter_jsonl(path, problems):
+@dataclass
+class PopeAnswers:
+    """question_id -> answer, where each came from (``"file: row N"``), and the rows rejected."""
+
+    answers: dict[int, Any]
+    rows: dict[int, str]
+    problems: Problems
+
+
+def read_answers(path: str | Path) -> PopeAnswers:
+    """Answers from JSONL with ``question_id`` and ``answer`` (or ``text``/``response``).
+
+    Rows that are no JSON object, lack ``question_id`` or have one that is no integer are
+    counted (``invalid_json``, ``missing_field``, ``unknown_id``), as ``eval chair`` does;
+    a repeated question_id keeps the first answer (``duplicate_id``)."""
+    out = PopeAnswers({}, {}, Problems())
+    for row, obj in iter_jsonl(path, out.problems):
+        where = f"{path}: row {row}"
         if "question_id" not in obj:
-            raise InputError("missing 'question_id'", path=str(path), row=row, field="question_id")
-        out[int(obj["question_id"])] = obj.get("answer", obj.get("text", obj.get("response")))
+            out.problems.add("missing_field", f"{where}: no 'question_id'")
+            continue
+        raw = obj["question_id"]
+        try:
+            if isinstance(raw, (bool, float)) or raw is None:
+                raise ValueError
+            qid = int(raw)
+        except (TypeError, ValueError):
+            out.problems.add("unknown_id", f"{where}: question_id {raw!r} is not an integer")
+            continue
+        if qid in out.answers:
+            out.problems.add(
+                "duplicate_id", f"{where}: question_id {qid} already answered on {out.rows[qid]}"
+            )
+            continue
+        out.answers[qid] = obj.get("answer", obj.get("text", obj.get("response")))
+        out.rows[qid] = where
     return out
 
 
@@ -233,9 +264,24 @@ class PopeResult:
         return json_safe(flat | ({"problems": self.problems} if self.problems else {}))
 
 
-def score_pope(questions: Sequence[PopeQuestion], answers: dict[int, Any]) -> PopeResult:
-    """Parse each answer and score per split; missing/non-text/unparsed answers counted."""
-    problems = Problems()
+def score_pope(
+    questions: Sequence[PopeQuestion],
+    answers: dict[int, Any],
+    *,
+    problems: Problems | None = None,
+    where: Callable[[int], str | None] | None = None,
+) -> PopeResult:
+    """Parse each answer and score per split; missing/non-text/unparsed answers counted,
+    and so are answers to question ids that are not in ``questions`` (``unknown_id``).
+
+    ``problems``: rows already rejected while reading (:func:`read_answers`); ``where``:
+    question_id -> where its answer came from, for messages."""
+    problems = problems if problems is not None else Problems()
+    known = {q.question_id for q in questions}
+    for qid in answers:
+        if qid not in known:
+            shown = (where(qid) if where else None) or "answers"
+            problems.add("unknown_id", f"{shown}: question_id {qid} is not in the questions")
     by_split: dict[str, list[BinaryRecord]] = {}
     for q in questions:
         answer = answers.get(q.question_id)
@@ -272,11 +318,23 @@ def answer_pope(
     batch_size: int = 8,
     device: str | None = None,
     dtype: str = "auto",
+    *,
+    questions_path: str | None = None,
 ) -> dict[int, str]:
     """Generate an answer to every question with a HF vision-language model."""
     from rlhfv.eval.generate import answer_with_model
 
     images = [str(Path(image_dir) / q.image) for q in questions]
+    missing = [(q, path) for q, path in zip(questions, images, strict=True) if not Path(path).is_file()]
+    if missing:  # before the model is loaded
+        q, path = missing[0]
+        row = f"row {q.row}" if q.row is not None else f"question_id {q.question_id}"
+        raise InputError(
+            f"{len(missing)} of {len(questions)} images not found, e.g. {row}: {path}",
+            path=questions_path,
+            field="image",
+            reason="missing_image",
+        )
     texts = [f"{q.text} Answer yes or no." for q in questions]
     answers = answer_with_model(model, images, texts, generation, batch_size, device, dtype)
     return {q.question_id: a for q, a in zip(questions, answers, strict=True)}
