@@ -341,3 +341,55 @@ def test_in_and_out_usage_errors(tmp_path, capsys):
         capsys, "data", "prepare", tmp_path / "nope.jsonl", tmp_path / "o", "--processor", "tiny-llava"
     )
     assert rc == 2 and "nope.jsonl: no such file or folder" in err
+
+
+def test_processor_without_chat_template_is_named_not_an_empty_input(tmp_path, capsys, tiny_llava):
+    _, processor = tiny_llava
+    processor.save_pretrained(tmp_path / "proc")
+    (tmp_path / "proc" / "chat_template.jinja").unlink()
+    rc, _, err = _run(
+        capsys, "data", "prepare", "example", tmp_path / "out", "--processor", tmp_path / "proc"
+    )
+    assert rc == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'proc'}: field --processor: the processor has no chat template" in err
+    assert "no usable rows" not in err and not (tmp_path / "out").exists()
+
+
+def test_an_error_while_encoding_is_raised_as_itself_not_as_an_empty_input(tmp_path):
+    import jinja2
+
+    from rlhfv.data.prepare import prepare
+
+    processor = build_tiny("llava")[1]
+    processor.chat_template = "{{ raise_exception('broken template') }}"
+    with pytest.raises(jinja2.TemplateError, match="broken template"):
+        prepare("example", tmp_path / "out", processor)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_processor_folder_is_recorded_by_absolute_path_and_a_missing_one_is_named(
+    tmp_path, capsys, tiny_llava, monkeypatch
+):
+    _, processor = tiny_llava
+    processor.save_pretrained(tmp_path / "proc")
+    monkeypatch.chdir(tmp_path)
+    assert _run(capsys, "data", "prepare", "example", "out", "--processor", "proc")[0] == 0
+    assert load_prepared(tmp_path / "out")[1]["processor"] == str((tmp_path / "proc").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # `data show` finds the processor from anywhere
+    assert _run(capsys, "data", "show", tmp_path / "out")[0] == 0
+    rc, _, err = _run(capsys, "data", "prepare", "example", "o2", "--processor", "../nope")
+    assert rc == 2 and err.strip() == "rlhfv: error: ../nope: field --processor: no such processor directory"
+
+
+@pytest.mark.parametrize("gamma", ["-3", "0", "nan", "inf"])
+def test_gamma_must_be_positive_and_its_help_says_it_is_only_recorded(tmp_path, capsys, gamma):
+    rc, _, err = _run(
+        capsys, "data", "prepare", "example", tmp_path / "o", "--processor", "tiny-llava", "--gamma", gamma
+    )
+    assert rc == 2 and err.strip().startswith("rlhfv: error: field --gamma: must be a positive number")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main(["data", "prepare", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "only recorded in rlhfv_prepared.json" in help_text and "training default" not in help_text

@@ -103,3 +103,76 @@ def test_help_config_lists_fields(capsys):
     assert main(["train", "--help-config"]) == 0
     out = capsys.readouterr().out
     assert "beta = 0.5" in out and "gamma = 5.0" in out and "reference:" in out
+
+
+def test_a_used_output_is_refused_unless_resumed_with_its_settings_or_overwritten(tmp_path, prepared, capsys):
+    run = tmp_path / "run"
+    args = run_args("train", "tiny-llava", prepared, run, "--set", "save_steps=1")
+    assert main([*args, "--max-steps", "3"]) == 0
+    capsys.readouterr()
+    # a fresh run would mix with the first one's checkpoints and metrics
+    assert main([*args, "--max-steps", "1", "--set", "beta=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "field --output: already holds a training run (checkpoint-1" in err
+    assert "--resume" in err and "--overwrite" in err
+    assert (run / "checkpoint-2").is_dir()
+    # resuming a checkpoint of a run with other settings is refused, naming the difference
+    assert main([*args, "--max-steps", "4", "--set", "beta=0.1", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "checkpoint-2: field --resume: the checkpoint was trained with other settings (beta 0.5 -> 0.1)"
+        in err
+    )
+    assert main([*args, "--max-steps", "1", "--resume", "--overwrite"]) == 2
+    assert "not both" in capsys.readouterr().err
+    # --overwrite clears the earlier run first
+    assert main([*args, "--max-steps", "1", "--set", "beta=0.1", "--overwrite"]) == 0
+    assert not list(run.glob("checkpoint-*"))
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert "beta: 0.1" in (run / "train_config.yaml").read_text()
+
+
+def test_lora_output_records_the_model_folder_by_its_absolute_path(
+    tmp_path, prepared, model_dir, monkeypatch
+):
+    monkeypatch.chdir(model_dir.parent)
+    run = tmp_path / "lora"
+    assert main(run_args("train", model_dir.name, prepared, run, "--max-steps", "1", "--lora")) == 0
+    recorded = json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == str(model_dir.resolve())
+    monkeypatch.chdir(tmp_path)  # the adapter (base model + LoRA) loads from anywhere, without the hub
+    from transformers import AutoModelForImageTextToText
+
+    assert hasattr(AutoModelForImageTextToText.from_pretrained(run), "peft_config")
+
+
+@pytest.mark.parametrize(
+    "model", ["/nonexistent/x/nomodel", "./nomodel", "../nomodel", "runs/a/b", "~/nomodel"]
+)
+def test_a_missing_model_folder_is_named_at_once(tmp_path, prepared, model, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(run_args("train", model, prepared, tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rlhfv: error: {model}: field --model: no such model directory"
+
+
+def test_a_bare_name_that_is_not_local_says_why_the_hub_did_not_help(tmp_path, prepared, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(run_args("train", "nomodel", prepared, tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nomodel: field --model: not a local directory" in err and "HF_HUB_OFFLINE is set" in err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    assert main(run_args("train", "someone/nomodel", prepared, tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "someone/nomodel: field --model: not a local directory" in err
+    assert "the hub (http://127.0.0.1:9) cannot be reached" in err and len(err.splitlines()) == 1
+
+
+def test_hub_ids_are_not_paths():
+    from rlhfv.data.pretrained import looks_like_path
+
+    assert not any(map(looks_like_path, ["llava-hf/llava-1.5-7b-hf", "nomodel", "Qwen/Qwen2-VL-2B-Instruct"]))
+    assert all(map(looks_like_path, ["/a", "./a", "../a", "~/a", "a/b/c", "a//b", "."]))

@@ -426,3 +426,29 @@ def test_data_prepared_for_another_processor_is_an_input_error(tmp_path):
         with pytest.raises(InputError, match="prepare it again") as err:
             train_ddpo(fast_config(reference=reference), model, processor, prepared, tmp_path, progress=False)
         assert err.value.field == "--data"
+
+
+def test_api_refuses_a_used_output_and_a_resume_on_other_data(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(max_steps=2, save_steps=1)
+    train_ddpo(config, copy.deepcopy(model), processor, prepared, tmp_path, progress=False)
+    with pytest.raises(InputError, match="already holds a training run"):
+        train_ddpo(config, copy.deepcopy(model), processor, prepared, tmp_path, progress=False)
+    other = make_prepared(processor, n=4, offset=4)
+    with pytest.raises(InputError, match="other settings \\(prepared data "):
+        train_ddpo(
+            config, copy.deepcopy(model), processor, other, tmp_path, resume_from="latest", progress=False
+        )
+    (
+        tmp_path / "checkpoint-1" / "train_config.yaml"
+    ).unlink()  # an older checkpoint: the run's config is used
+    changed = fast_config(max_steps=2, save_steps=1, learning_rate=1e-4, lora=True)
+    with pytest.raises(InputError, match="learning_rate 0.005 -> 0.0001; lora False -> True"):
+        train_ddpo(
+            changed, copy.deepcopy(model), processor, prepared, tmp_path, resume_from="latest", progress=False
+        )
+    result = train_ddpo(
+        config, copy.deepcopy(model), processor, other, tmp_path, overwrite=True, progress=False
+    )
+    assert result.global_step == 2 and [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-1"]

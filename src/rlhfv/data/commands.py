@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from rlhfv.data.io import FORMATS
@@ -56,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gamma",
         type=float,
         default=5.0,
-        help="weight of changed tokens, stored as the training default (paper: 5)",
+        help="weight of changed tokens you mean to train with (a positive number; paper: 5): only recorded in "
+        "rlhfv_prepared.json, the data hold 0/1 changed-token masks; training uses its own gamma "
+        "(--set gamma=...) and warns when it differs from this one",
     )
     p.add_argument(
         "--alignment",
@@ -106,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from rlhfv.data.io import sniff_format
-    from rlhfv.data.prepare import load_processor, prepare, resolve_input
+    from rlhfv.data.prepare import TINY_PROCESSORS, load_processor, prepare, resolve_input
+    from rlhfv.data.pretrained import resolve_source
     from rlhfv.errors import InputError
 
     source, output = args.input, args.output
@@ -117,16 +121,22 @@ def _prepare(args: argparse.Namespace) -> int:
     if output is None:
         raise InputError("give IN and OUT (or --example OUT)", field="OUT", reason="usage")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if not (math.isfinite(args.gamma) and args.gamma > 0):
+        raise InputError(f"must be a positive number, got {args.gamma!r}", field="--gamma", reason="usage")
     if args.max_length is not None and args.max_length <= 0:
         raise InputError("must be a positive number of tokens", field="--max-length", reason="usage")
     if args.format is None:  # a missing or unknown input fails before a processor loads
         sniff_format(resolve_input(source))
     processor = load_processor(args.processor)
+    # recorded for `rlhfv data show`: a local folder by its absolute path, found from anywhere
+    name = args.processor
+    if name not in TINY_PROCESSORS:
+        name = resolve_source(name, field="--processor", what="processor")
     summary = prepare(
         source,
         output,
         processor,
-        processor_name=args.processor,
+        processor_name=name,
         gamma=args.gamma,
         alignment=args.alignment,
         kinds=kinds,
@@ -242,7 +252,7 @@ def _show_prepared(path, index: int, color: bool) -> int:
     print(f"prepared row {index} of {path}" + (f", id {row['id']}" if row["id"] else ""))
     print(
         f"processor: {meta['processor']}; alignment: {meta['alignment']}; kinds: {','.join(meta['change_kinds'])};"
-        f" gamma (training default): {meta['gamma']}"
+        f" gamma (recorded; training uses its own): {meta['gamma']}"
     )
     for side in ("chosen", "rejected"):
         start, ids = row[f"{side}_labels_start"], row[f"{side}_input_ids"]

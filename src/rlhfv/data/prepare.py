@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -71,17 +72,41 @@ def load_processor(spec: str):
         return build_tiny(TINY_PROCESSORS[spec])[1]
     from transformers import AutoProcessor
 
-    try:
-        return AutoProcessor.from_pretrained(spec)
-    except Exception as err:  # transformers raises OSError, ValueError, HFValidationError...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    from rlhfv.data.pretrained import load_pretrained
+
+    return load_pretrained(
+        lambda source, **kw: AutoProcessor.from_pretrained(source, **kw),
+        spec,
+        field="--processor",
+        what="processor",
+        hint=f"; give a folder saved with save_pretrained, a hub id, or one of {', '.join(TINY_PROCESSORS)}",
+    )
+
+
+def processor_label(processor, name: str | None = None) -> str:
+    """What to call ``processor`` in a message: the name it was loaded by, else its folder or class."""
+    return str(
+        name
+        or getattr(processor, "name_or_path", None)
+        or getattr(getattr(processor, "tokenizer", None), "name_or_path", None)
+        or type(processor).__name__
+    )
+
+
+def check_chat_template(processor, name: str | None = None) -> None:
+    """Every prompt is rendered with the processor's chat template: refuse a processor without one.
+
+    Checked before any row is read, so the cause is named instead of surfacing as a failure
+    on the first row.
+    """
+    if getattr(processor, "chat_template", None) is None:
         raise InputError(
-            f"cannot load a processor ({first}); give a folder saved with save_pretrained, a hub id, "
-            f"or one of {', '.join(TINY_PROCESSORS)}",
-            path=spec,
+            "the processor has no chat template (rlhfv renders every prompt with it); use the model's own "
+            "processor, or add one (a chat_template.jinja in the processor folder, or set processor.chat_template)",
+            path=processor_label(processor, name),
             field="--processor",
-            reason="bad_processor",
-        ) from None
+            reason="no_chat_template",
+        )
 
 
 def count_rows(path: Path, fmt: str) -> int | None:
@@ -109,6 +134,7 @@ class _Job:
         self.skipped: Counter[str] = Counter()
         self.segments = 0
         self.error: InputError | None = None
+        self.failure: Exception | None = None  # anything else the generator raised
         self.digest = hashlib.sha256()
         self.reader_skips = 0
         self.prompts = PromptEncoder(processor)
@@ -157,6 +183,10 @@ class _Job:
             # raised inside a datasets generator it would arrive wrapped in a library
             # error; keep it and re-raise it after the builder returns
             self.error = err
+        except Exception as err:
+            # likewise any other error (a processor failing, a bug): kept and re-raised as is,
+            # never mistaken for an empty input
+            self.failure = err
         finally:
             bar.close()
 
@@ -220,8 +250,8 @@ def prepare(
 ) -> PrepareSummary:
     """Encode every correction in ``input_path`` for ``processor`` and save to ``output``.
 
-    ``gamma`` is only recorded (the default for training); the data hold 0/1 "changed"
-    masks. Bad rows raise :class:`InputError`, or are skipped and counted by reason with
+    ``gamma`` (a positive number) is only recorded: the data hold 0/1 "changed" masks and
+    training applies its own ``TrainConfig.gamma`` (warning when it differs from this one). Bad rows raise :class:`InputError`, or are skipped and counted by reason with
     ``skip_bad``. An existing prepared dataset at ``output`` is replaced; any other
     non-empty folder is refused.
     """
@@ -231,6 +261,8 @@ def prepare(
         raise InputError(
             f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}", field="--alignment"
         )
+    if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
+        raise InputError(f"must be a positive number, got {gamma!r}", field="--gamma", reason="usage")
     bad_kinds = [k for k in kinds if k not in CHANGE_KINDS]
     if bad_kinds or not kinds:
         raise InputError(f"change kinds must be some of {', '.join(CHANGE_KINDS)}", field="--kinds")
@@ -246,6 +278,7 @@ def prepare(
             reason="output_exists",
         )
     fmt = input_format or sniff_format(input_path)
+    check_chat_template(processor, processor_name)
     job = _Job(input_path, fmt, processor, alignment, kinds, max_length, skip_bad, progress)
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -263,10 +296,16 @@ def prepare(
                     # a fresh cache folder and a fresh id: never reuse an earlier run's rows
                     fingerprint=uuid.uuid4().hex,
                 )
-            except Exception:
-                # datasets refuses to build an empty split; report why it is empty instead
-                if job.error is None and job.summary.rows_written > 0:
+            except Exception as err:
+                if job.failure is not None:
+                    raise job.failure from None
+                # datasets refuses to build an empty split (a ValueError): report why it is
+                # empty instead; anything else is a real error
+                empty = job.summary.rows_written == 0 and isinstance(err, ValueError)
+                if job.error is None and not empty:
                     raise
+            if job.failure is not None:
+                raise job.failure
             if job.error is not None:
                 raise job.error
             if job.summary.rows_written == 0:

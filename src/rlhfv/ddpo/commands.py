@@ -61,7 +61,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         nargs="?",
         const="latest",
-        help="resume from a checkpoint folder, or the latest in --output",
+        help="resume from a checkpoint folder, or the latest in --output (refused if the checkpoint's "
+        "settings or data differ)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --output (deletes its checkpoints, metrics and model first); "
+        "without it (or --resume) an --output holding a run is refused",
     )
     parser.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="weights dtype when loading (default float32)"
@@ -115,22 +122,29 @@ def load_model(name: str, dtype: str = "float32"):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from rlhfv.errors import InputError
+    from rlhfv.data.pretrained import load_pretrained, resolve_source
 
     if name in TINY_MODELS and not Path(name).exists():
         from rlhfv.tiny import build_tiny
 
         model, processor = build_tiny(TINY_MODELS[name])
         return model.train(), processor
+    resolve_source(name, field="--model", what="model")  # a missing folder is named as such at once
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    try:
-        processor = AutoProcessor.from_pretrained(name)
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype)
-    except (OSError, ValueError) as err:
-        where = "directory" if Path(name).exists() else "model id or directory"
-        raise InputError(
-            f"cannot load {where} as an image-text-to-text model: {err}", path=name, field="--model"
-        ) from None
+    # a local folder is loaded by its absolute path: a LoRA adapter saved from it records
+    # that path as its base model, which then loads from any directory
+    processor = load_pretrained(
+        lambda source, **kw: AutoProcessor.from_pretrained(source, **kw),
+        name,
+        field="--model",
+        what="processor",
+    )
+    model = load_pretrained(
+        lambda source, **kw: AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **kw),
+        name,
+        field="--model",
+        what="image-text-to-text model",
+    )
     return model, processor
 
 
@@ -148,7 +162,12 @@ def _run(args: argparse.Namespace) -> int:
     if not Path(args.data).is_dir():
         raise InputError("prepared data directory not found", path=args.data, field="--data")
     config = _resolve_config(args)
-    from rlhfv.ddpo.trainer import Trainer
+    from rlhfv.ddpo.trainer import Trainer, refuse_earlier_run
+
+    if args.overwrite and args.resume:
+        raise InputError("resume a run or overwrite it, not both", field="--overwrite", reason="usage")
+    if not args.overwrite and not args.resume:
+        refuse_earlier_run(args.output)  # before a large model loads
 
     model, processor = load_model(args.model, args.dtype)
     result = Trainer(
@@ -160,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         objective=args.objective,
         reference_cache=args.reference_cache,
         resume_from=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     ).train()
     last = result.history[-1] if result.history else {}

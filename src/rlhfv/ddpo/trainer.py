@@ -26,14 +26,15 @@ What a run writes to ``output_dir``:
   accelerate trackers (TensorBoard under ``output_dir/tb`` by default);
 * ``checkpoint-N/`` every ``save_steps``: the model in Hugging Face format
   (``save_pretrained``: full weights, or the LoRA adapter) + the processor, loadable by
-  plain transformers / peft, and ``training_state/`` (optimizer, scheduler, RNG) for
-  ``resume_from``;
+  plain transformers / peft, ``training_state/`` (optimizer, scheduler, RNG) for
+  ``resume_from``, and the config, objective and data fingerprint the resume checks;
 * the final model + processor in ``output_dir`` itself.
 
 Resuming (``resume_from="latest"`` or a checkpoint path) restores model, optimizer,
 scheduler and RNG states, and the data position follows from the step (see
 ``rlhfv.ddpo.batches``), so an interrupted and resumed run ends with the weights of an
-uninterrupted one. A NaN or infinite loss stops the run with an ``InputError`` naming
+uninterrupted one. An ``output_dir`` holding an earlier run is refused unless resuming
+it or ``overwrite=True``. A NaN or infinite loss stops the run with an ``InputError`` naming
 the step and the last good checkpoint (nothing is overwritten).
 
 Runs as one process, or under ``accelerate launch`` / ``torchrun`` (DDP, FSDP, DeepSpeed:
@@ -89,6 +90,37 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_DIRNAME = "training_state"
 TRAINER_STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "train_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+# What a finished or interrupted run leaves in its output directory besides checkpoint-N/
+# (the processor files are rewritten by every run and do not mark one).
+RUN_FILES = (METRICS_FILE, "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+# Cleared by ``overwrite`` with the checkpoints: the previous run's model, config, metrics, logs.
+CLEARED_FILES = (
+    *RUN_FILES,
+    CONFIG_FILE,
+    "adapter_config.json",
+    "config.json",
+    "generation_config.json",
+    "pytorch_model.bin",
+)
+# Config fields a resumed run may change: how long, how often to log/save, how fast to
+# compute; everything else (objective, optimiser, what is trained, data order...) must match.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "max_steps",
+        "num_epochs",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "report_to",
+        "dataloader_num_workers",
+        "reference_batch_size",
+        "gradient_checkpointing",
+        "forward",
+        "preset",
+    }
+)
 
 # Parameter-name components that place a parameter in the vision tower or the projector
 # (checked projector first: Qwen2-VL's merger sits inside `visual`).
@@ -254,7 +286,12 @@ class Trainer:
     * ``ref_model``: the frozen reference for ``reference: model`` (default: a copy of ``model``);
     * ``reference_cache``: where ``reference_logps/`` goes (default: the prepared directory,
       or ``output_dir`` when the data was passed in memory);
-    * ``resume_from``: ``"latest"`` or a ``checkpoint-N`` directory;
+    * ``resume_from``: ``"latest"`` or a ``checkpoint-N`` directory; the checkpoint's
+      run must have had the same settings (``RESUME_MAY_CHANGE`` lists the fields that may
+      differ), objective and data, else an ``InputError`` lists the differences;
+    * ``overwrite``: an ``output_dir`` holding an earlier run (checkpoints, metrics, a
+      trained model) is refused unless resuming; ``overwrite=True`` deletes that run's
+      checkpoints, metrics, config and model first;
     * ``callbacks``: called with a ``TrainState`` after each optimiser step; returning True
       ends the run early (the final model is still saved);
     * ``progress``: show tqdm bars (main process only).
@@ -272,11 +309,14 @@ class Trainer:
         ref_model: torch.nn.Module | None = None,
         reference_cache: str | Path | None = None,
         resume_from: str | Path | None = None,
+        overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+        if overwrite and resume_from is not None:
+            raise InputError("resume a run or overwrite it, not both", field="--overwrite", reason="usage")
         self.config = config
         self.model = model
         self.processor = processor
@@ -288,6 +328,7 @@ class Trainer:
         self.reference_cache = Path(reference_cache)
         self.ref_model = ref_model
         self.resume_from = resume_from
+        self.overwrite = overwrite
         self.callbacks = list(callbacks)
         self.progress = progress
         self.history: list[dict[str, float]] = []
@@ -441,6 +482,52 @@ class Trainer:
             )
         return path
 
+    def _run_identity(self) -> dict[str, Any]:
+        """What a checkpoint records so that a resume can tell it is the same run."""
+        return {"objective": self.objective_name, "data": data_fingerprint(self.dataset, self.metadata)}
+
+    def _check_output_dir(self, accelerator, resume_dir: Path | None) -> None:
+        """Refuse to mix runs: a fresh run needs an output directory without an earlier run
+        (or ``overwrite``, which clears it); a resumed run needs the checkpoint's settings."""
+        if resume_dir is not None:
+            self._check_resume_settings(resume_dir)
+            return
+        if not self.overwrite:
+            refuse_earlier_run(self.output_dir)
+            return
+        found = previous_run(self.output_dir)
+        if found and accelerator.is_main_process:
+            clear_previous_run(self.output_dir)
+            logger.warning(
+                "--overwrite: removed the earlier run in %s (%s)", self.output_dir, ", ".join(found)
+            )
+        accelerator.wait_for_everyone()
+
+    def _check_resume_settings(self, resume_dir: Path) -> None:
+        differences = []
+        state = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())
+        current = self._run_identity()
+        for key in ("objective", "data"):
+            if key in state and state[key] != current[key]:
+                what = "prepared data" if key == "data" else key
+                differences.append(f"{what} {state[key]} -> {current[key]}")
+        saved = _saved_config(resume_dir)
+        if saved is not None:
+            now = self.config.to_dict()
+            for name, value in now.items():
+                if name in RESUME_MAY_CHANGE or name not in saved:
+                    continue
+                if not _same_value(saved[name], value):
+                    differences.append(f"{name} {saved[name]!r} -> {value!r}")
+        if differences:
+            raise InputError(
+                f"the checkpoint was trained with other settings ({'; '.join(differences)}); resume with the "
+                "checkpoint's settings, or start a new run (--overwrite or another --output)",
+                path=str(resume_dir),
+                field="--resume",
+                reason="resume_mismatch",
+            )
+
     def _save_model(self, accelerator, model, directory: Path) -> None:
         state_dict = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
@@ -455,7 +542,9 @@ class Trainer:
         self._save_model(accelerator, model, directory)
         accelerator.save_state(str(directory / STATE_DIRNAME))
         if accelerator.is_main_process:
-            (directory / TRAINER_STATE_FILE).write_text(json.dumps({"global_step": step, "epoch": epoch}))
+            state = {"global_step": step, "epoch": epoch, **self._run_identity()}
+            (directory / TRAINER_STATE_FILE).write_text(json.dumps(state))
+            self.config.save(directory / CONFIG_FILE)  # what a resume compares against
             self.checkpoints.append(directory)
             limit = self.config.save_total_limit
             if limit is not None:
@@ -584,9 +673,11 @@ class Trainer:
         config = self.config
         accelerator = self._make_accelerator()
         set_seed(config.seed)
+        resume_dir = self._resume_dir()
+        self._check_output_dir(accelerator, resume_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if accelerator.is_main_process:
-            config.save(self.output_dir / "train_config.yaml")
+            config.save(self.output_dir / CONFIG_FILE)
             self._warn_if_gamma_differs()
         steps_per_epoch, total_steps = self._schedule(accelerator)
         model, optimizer, scheduler, objective = self._setup(accelerator, total_steps)
@@ -594,14 +685,13 @@ class Trainer:
             accelerator.init_trackers("rlhfv", config=_flat_config(config))
 
         step = 0
-        resume_dir = self._resume_dir()
         if resume_dir is not None:
             accelerator.load_state(str(resume_dir / STATE_DIRNAME))
             step = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())["global_step"]
         batches = self._batches(
             self._pairs(config.image_pipeline), self._collator(), accelerator, step, steps_per_epoch
         )
-        metrics_file = self.output_dir / "metrics.jsonl"
+        metrics_file = self.output_dir / METRICS_FILE
         if accelerator.is_main_process:
             _truncate_metrics(metrics_file, step)
         show = self.progress and accelerator.is_local_main_process
@@ -762,6 +852,61 @@ def _checkpoint_dirs(output_dir: Path) -> list[Path]:
         for p in output_dir.iterdir()
         if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
     ]
+
+
+def previous_run(output_dir: Path) -> list[str]:
+    """Names of an earlier run's checkpoints, metrics and trained model in ``output_dir``."""
+    if not output_dir.is_dir():
+        return []
+    checkpoints = [p.name for p in sorted(_checkpoint_dirs(output_dir), key=_checkpoint_step)]
+    return checkpoints + [name for name in RUN_FILES if (output_dir / name).is_file()]
+
+
+def refuse_earlier_run(output_dir: str | Path) -> None:
+    """An ``InputError`` if ``output_dir`` holds an earlier run (a fresh run would mix with it)."""
+    found = previous_run(Path(output_dir))
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise InputError(
+            f"already holds a training run ({shown}); continue it with --resume (resume_from=), "
+            "replace it with --overwrite (overwrite=True), or choose another output directory",
+            path=str(output_dir),
+            field="--output",
+            reason="output_exists",
+        )
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """Delete an earlier run's checkpoints, metrics, config, TensorBoard logs and model files
+    (``model-0000N-of-0000M.safetensors`` shards included); anything else is left alone."""
+    for path in _checkpoint_dirs(output_dir):
+        shutil.rmtree(path)
+    if (output_dir / "tb").is_dir():
+        shutil.rmtree(output_dir / "tb")
+    for name in CLEARED_FILES:
+        (output_dir / name).unlink(missing_ok=True)
+    for shard in output_dir.glob("model-*-of-*.safetensors"):
+        shard.unlink()
+
+
+def _saved_config(checkpoint: Path) -> dict[str, Any] | None:
+    """The training config a checkpoint was saved under: its own copy, else (checkpoints
+    written before it kept one) the run's ``train_config.yaml`` beside it."""
+    import yaml
+
+    for path in (checkpoint / CONFIG_FILE, checkpoint.parent / CONFIG_FILE):
+        if path.is_file():
+            loaded = yaml.safe_load(path.read_text())
+            return loaded if isinstance(loaded, dict) else None
+    return None
+
+
+def _same_value(saved: Any, current: Any) -> bool:
+    if isinstance(saved, bool) or isinstance(current, bool):
+        return saved is current
+    if isinstance(saved, int | float) and isinstance(current, int | float):
+        return float(saved) == float(current)
+    return saved == current
 
 
 def _checkpoint_step(path: Path) -> int:
