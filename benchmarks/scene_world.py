@@ -44,6 +44,7 @@ def _train(config, name, sft_model, processor, prepared, output):
         processor,
         prepared,
         output,
+        overwrite=True,  # a rerun of the benchmark replaces its own earlier runs
     )
     return result.model.eval()
 

@@ -63,3 +63,7 @@ def test_quick_demo_outputs(tmp_path):
         assert model_kinds["answers"] == 24
         assert 0 <= model_kinds["partner"] <= model_kinds["hallucinated"]
         assert 0 <= model_kinds["same_count_answers"] <= 24
+
+    # the demo owns its output folder: running it again replaces the last run
+    assert main(["demo", "--quick", "--output", str(out), "--corrections", "16", "--eval-scenes", "8"]) == 0
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 8

@@ -132,7 +132,12 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
     for name, gamma, norm in (("ddpo", config.ddpo_gamma, "mean"), ("dpo", 1.0, "sum")):
         policy = copy.deepcopy(sft_model)  # the frozen SFT model stays the reference and baseline
         result = train_ddpo(
-            _train_config(config, gamma=gamma, normalisation=norm), policy, processor, prepared, output / name
+            _train_config(config, gamma=gamma, normalisation=norm),
+            policy,
+            processor,
+            prepared,
+            output / name,
+            overwrite=True,  # the demo owns its output folder: a rerun replaces the last one
         )
         trained[name] = result.model.eval()
     t = lap("train", t)

@@ -175,7 +175,7 @@ def sft_pass(
     from rlhfv.ddpo.trainer import train_sft
 
     config = _sft_config(settings, epochs, learning_rate, seed)
-    return train_sft(config, model, processor, prepared, output_dir).model.eval()
+    return train_sft(config, model, processor, prepared, output_dir, overwrite=True).model.eval()
 
 
 def generate(
