@@ -114,3 +114,21 @@ def test_amber_generates_answers(yes_no_model, tmp_path, capsys):
     assert [a["id"] for a in json.loads(saved.read_text())] == [1, 2]
     assert main([*common, "--answers", str(saved)]) == 0
     assert json.loads(capsys.readouterr().out) == generated
+
+
+def test_a_missing_model_folder_is_named_before_any_hub_lookup(tmp_path):
+    from rlhfv.errors import InputError
+    from rlhfv.eval.generate import load_model
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(InputError, match="no such processor directory") as err:
+        load_model(str(missing), device="cpu")
+    assert str(missing) in str(err.value)
+
+
+def test_a_local_model_loads_by_its_folder(yes_no_model):
+    from rlhfv.eval.generate import load_model
+
+    model, processor = load_model(yes_no_model, device="cpu", dtype="float32")
+    assert type(model).__name__ == "LlavaForConditionalGeneration" and not model.training
+    assert processor.tokenizer.convert_tokens_to_ids("yes") != processor.tokenizer.unk_token_id

@@ -89,11 +89,20 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str = "au
     check_device(device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    try:
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype)
-    except (OSError, ValueError) as err:  # missing files, unknown model type
-        raise InputError(f"cannot load model: {err}", path=name_or_path, reason="bad_model") from err
+    from rlhfv.data.pretrained import load_pretrained
+
+    # one loader for every model rlhfv opens: a missing folder is named at once, no hub retries
+    processor = load_pretrained(
+        lambda src, **kw: AutoProcessor.from_pretrained(src, **kw),
+        name_or_path,
+        field="--model",
+        what="processor",
+    )
+    model = load_pretrained(
+        lambda src, **kw: AutoModelForImageTextToText.from_pretrained(src, dtype=torch_dtype, **kw),
+        name_or_path,
+        field="--model",
+    )
     return model.to(device).eval(), processor
 
 
