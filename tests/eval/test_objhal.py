@@ -157,10 +157,10 @@ def test_cli_objhal_finds_missing_images_before_loading_the_model(question_file,
     ("option", "value", "message"),
     [
         ("--dtype", "float64x", "argument --dtype: invalid choice: 'float64x'"),
-        ("--batch-size", "0", "argument --batch-size: must be a positive integer, got 0"),
-        ("--limit", "0", "argument --limit: must be a positive integer, got 0"),
-        ("--limit", "-2", "argument --limit: must be a positive integer, got -2"),
-        ("--num-beams", "0", "argument --num-beams: must be a positive integer, got 0"),
+        ("--batch-size", "0", "argument --batch-size: must be 1 or more, got 0"),
+        ("--limit", "0", "argument --limit: must be 1 or more, got 0"),
+        ("--limit", "-2", "argument --limit: must be 1 or more, got -2"),
+        ("--num-beams", "0", "argument --num-beams: must be 1 or more, got 0"),
     ],
 )
 def test_cli_objhal_refuses_bad_option_values(question_file, tmp_path, capsys, option, value, message):

@@ -188,7 +188,7 @@ def test_cli_build_refuses_non_positive_counts(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
         main([*args, option, value])
     assert exit_info.value.code == 2
-    assert f"argument {option}: must be a positive integer, got {int(value)}" in capsys.readouterr().err
+    assert f"argument {option}: must be 1 or more, got {int(value)}" in capsys.readouterr().err
     assert not (tmp_path / "p.jsonl").exists()
 
 

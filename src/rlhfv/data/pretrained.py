@@ -120,3 +120,21 @@ def load_pretrained(
         else:
             why = f"not a local directory, and the hub cannot load it as a {what} ({_first_line(err)})"
         raise InputError(why + hint, path=spec, field=field, reason="bad_" + what) from None
+
+
+def load_model_and_processor(spec: str | os.PathLike, *, dtype: Any = "auto", field: str = "--model"):
+    """``(model, processor)`` through ``AutoModelForImageTextToText`` / ``AutoProcessor``,
+    each via :func:`load_pretrained` (a local folder by its absolute path, so a LoRA adapter
+    saved from it records a base model that loads from any directory)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = load_pretrained(
+        lambda source, **kw: AutoProcessor.from_pretrained(source, **kw), spec, field=field, what="processor"
+    )
+    model = load_pretrained(
+        lambda source, **kw: AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, **kw),
+        spec,
+        field=field,
+        what="image-text-to-text model",
+    )
+    return model, processor

@@ -120,9 +120,8 @@ def load_model(name: str, dtype: str = "float32"):
     from pathlib import Path
 
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from rlhfv.data.pretrained import load_pretrained, resolve_source
+    from rlhfv.data.pretrained import load_model_and_processor, resolve_source
 
     if name in TINY_MODELS and not Path(name).exists():
         from rlhfv.tiny import build_tiny
@@ -133,18 +132,7 @@ def load_model(name: str, dtype: str = "float32"):
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     # a local folder is loaded by its absolute path: a LoRA adapter saved from it records
     # that path as its base model, which then loads from any directory
-    processor = load_pretrained(
-        lambda source, **kw: AutoProcessor.from_pretrained(source, **kw),
-        name,
-        field="--model",
-        what="processor",
-    )
-    model = load_pretrained(
-        lambda source, **kw: AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **kw),
-        name,
-        field="--model",
-        what="image-text-to-text model",
-    )
+    model, processor = load_model_and_processor(name, dtype=torch_dtype)
     return model, processor
 
 

@@ -82,27 +82,16 @@ def check_device(device: str | None) -> None:
 def load_model(name_or_path: str, *, device: str | None = None, dtype: str = "auto"):
     """(model, processor) via ``AutoModelForImageTextToText`` / ``AutoProcessor``, in eval mode."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}", reason="bad_dtype")
     check_device(device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    from rlhfv.data.pretrained import load_pretrained
+    from rlhfv.data.pretrained import load_model_and_processor
 
     # one loader for every model rlhfv opens: a missing folder is named at once, no hub retries
-    processor = load_pretrained(
-        lambda src, **kw: AutoProcessor.from_pretrained(src, **kw),
-        name_or_path,
-        field="--model",
-        what="processor",
-    )
-    model = load_pretrained(
-        lambda src, **kw: AutoModelForImageTextToText.from_pretrained(src, dtype=torch_dtype, **kw),
-        name_or_path,
-        field="--model",
-    )
+    model, processor = load_model_and_processor(name_or_path, dtype=torch_dtype)
     return model.to(device).eval(), processor
 
 
