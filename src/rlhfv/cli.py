@@ -8,7 +8,9 @@ libraries (torch, transformers) themselves, so ``rlhfv --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 from rlhfv import __version__
@@ -46,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2 if args.command is None else 0
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`rlhfv ... | head`): stop quietly, as `cat` would. Python
+        # flushes stdout again at exit; point it at devnull so that cannot fail too.
+        with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell reports for a program a closed pipe stopped
     except InputError as err:
         print(f"rlhfv: error: {err}", file=sys.stderr)
         return 2

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +23,7 @@ from rlhfv.annotate.edits import Edit
 from rlhfv.annotate.store import image_file, import_generations, store_image
 from rlhfv.cli import main
 from rlhfv.data.io import read_jsonl, read_parquet
-from tests.annotate.conftest import IMAGES, PASSWORD, cli, write_generations
+from tests.annotate.conftest import IMAGES, PASSWORD, REPO, cli, write_generations
 
 
 def run(argv: list[str], stdin: str = "", monkeypatch: pytest.MonkeyPatch | None = None) -> int:
@@ -83,8 +86,18 @@ def test_import_parquet_with_image_bytes(tmp_path: Path) -> None:
             {"image": "missing.jpg", "question": "q", "answer": "a"},
             "row 2: field image: image file not found",
         ),
-        ({"image": "notes.txt", "question": "q", "answer": "a"}, "row 2: field image: not a readable image"),
-        ({"image": "pic.svg", "question": "q", "answer": "a"}, "row 2: field image: not a readable image"),
+        (
+            {"image": "notes.txt", "question": "q", "answer": "a"},
+            "row 2: field image: TMP/notes.txt is not a JPEG/PNG/WebP/GIF image (or a corrupt one)",
+        ),
+        (
+            {"image": "pic.svg", "question": "q", "answer": "a"},
+            "row 2: field image: TMP/pic.svg is not a JPEG/PNG/WebP/GIF image (or a corrupt one)",
+        ),
+        (
+            {"image": "TRUNCATED", "question": "q", "answer": "a"},
+            "row 2: field image: not a JPEG/PNG/WebP/GIF image (or a corrupt one: Truncated File Read)",
+        ),
         ({"image": "IMG", "question": "q", "answer": ""}, "row 2: field answer: must be a non-empty string"),
         ({"image": "IMG", "answer": "a"}, "row 2: field question: must be a non-empty string"),
     ],
@@ -98,11 +111,26 @@ def test_bad_rows_exit_2_with_one_line(
     )
     good = {"image": str(IMAGES[0]), "question": "q", "answer": "a"}
     row = {k: (str(IMAGES[0]) if v == "IMG" else v) for k, v in row.items()}
-    gen = tmp_path / "gen.jsonl"
-    gen.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    if row["image"] == "TRUNCATED":  # image bytes in the row: no file to name
+        gen = tmp_path / "gen.parquet"
+        data = IMAGES[0].read_bytes()
+        pq.write_table(
+            pa.table({"image": [data, data[:100]], "question": ["q", "q"], "answer": ["a", "b"]}),
+            gen,
+        )
+    else:
+        gen = tmp_path / "gen.jsonl"
+        gen.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
     assert run(["import", str(gen), "--home", str(tmp_path / "home")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err
+    assert len(err.splitlines()) == 1 and message.replace("TMP", str(tmp_path)) in err
+    assert "<_io." not in err
+
+
+def test_bad_double_share_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    gen = write_generations(tmp_path / "gen.jsonl", n=1)
+    assert run(["import", str(gen), "--double-share", "2", "--home", str(tmp_path / "h")]) == 2
+    assert capsys.readouterr().err == "rlhfv: error: field --double-share: must be in [0, 1]\n"
 
 
 def test_bad_json_and_bad_format(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -129,12 +157,78 @@ def test_user_add_from_stdin(
     assert (
         run(["user", "add", "ann", "--role", "annotator", "--home", home], PASSWORD + "\n", monkeypatch) == 2
     )
-    assert "exists" in capsys.readouterr().err
+    assert "field name: user 'ann' exists" in capsys.readouterr().err
     assert run(["user", "add", "bob", "--role", "annotator", "--home", home], "short\n", monkeypatch) == 2
-    assert "at least 8" in capsys.readouterr().err
+    assert capsys.readouterr().err == "rlhfv: error: field password: must have at least 8 characters\n"
+    with pytest.raises(SystemExit):
+        run(["user", "add", "--help"])
+    assert f"at least {service.MIN_PASSWORD_CHARS} characters" in " ".join(capsys.readouterr().out.split())
     db = Database(f"sqlite:///{tmp_path / 'home' / 'annotate.db'}")
     assert service.login(db, "ann", PASSWORD) is not None and service.login(db, "ann", "wrong!!!!") is None
     db.dispose()
+
+
+@pytest.fixture
+def busy_port() -> int:
+    """A port something else listens on (so a server that wrongly starts fails at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_serve_refuses_a_home_without_database_or_accounts(
+    tmp_path: Path, capsys: pytest.CaptureFixture, busy_port: int
+) -> None:
+    home = tmp_path / "nohome"
+    assert run(["serve", "--home", str(home), "--port", str(busy_port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no annotation database in" in err
+    assert "rlhfv annotate import FILE" in err and "rlhfv annotate user add NAME --role admin" in err
+    assert not home.exists()  # nothing created behind the user's back
+    # tasks but nobody to log in: refused too, saying how to add an account
+    assert run(["import", str(write_generations(tmp_path / "gen.jsonl", n=1)), "--home", str(home)]) == 0
+    capsys.readouterr()
+    assert run(["serve", "--home", str(home), "--port", str(busy_port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no accounts yet" in err and "rlhfv annotate user add" in err
+
+
+def test_serve_checks_the_port_before_announcing_the_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, busy_port: int
+) -> None:
+    home = str(tmp_path / "home")
+    assert run(["user", "add", "ada", "--role", "admin", "--home", home], PASSWORD + "\n", monkeypatch) == 0
+    capsys.readouterr()
+    assert run(["serve", "--home", home, "--port", str(busy_port)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rlhfv: error: port {busy_port} is in use; choose another with --port\n"  # no URL first
+    for bad in ("99999", "-1", "http"):
+        with pytest.raises(SystemExit) as exit_:
+            run(["serve", "--home", home, "--port", bad])
+        assert exit_.value.code == 2
+        assert "argument --port: invalid port" in capsys.readouterr().err
+    # --port 0: the URL printed is the port the server really listens on
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlhfv.cli", "annotate", "serve", "--home", home, "--port", "0"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.fullmatch(r"rlhfv annotate: (http://127\.0\.0\.1:\d+/)\n", proc.stderr.readline()).group(1)
+        assert url != "http://127.0.0.1:0/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(url + "api/me", timeout=1).status_code == 401
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_cli_user_add_uses_production_argon2_cost(tmp_path: Path) -> None:
@@ -197,7 +291,7 @@ def test_image_store_names_cannot_escape(tmp_path: Path) -> None:
     link = store / ("b" * 64 + ".jpg")
     link.symlink_to(tmp_path / "secret.jpg")
     assert image_file(store, link.name) is None
-    with pytest.raises(ValueError, match="not a readable image"):
+    with pytest.raises(ValueError, match=r"^not a JPEG/PNG/WebP/GIF image \(or a corrupt one\)$"):
         store_image(store, b"<html>")
 
 

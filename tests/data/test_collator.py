@@ -199,9 +199,19 @@ def test_truncated_jpeg_is_an_unreadable_image():
 
     data = (IMAGES / "000122635.jpg").read_bytes()
     assert image_size(data) == (448, 336)
-    with pytest.raises(InputError, match="unreadable image") as info:
+    # no Python object in the message: the file when there is one, and what is wrong
+    with pytest.raises(InputError) as info:
+        image_size(b"not an image", path="c.jsonl", row=3, image="pics/a.jpg")
+    assert str(info.value) == (
+        "c.jsonl: row 3: field image: pics/a.jpg is not a JPEG/PNG/WebP/GIF image (or a corrupt one)"
+    )
+    with pytest.raises(InputError) as info:
         image_size(data[: len(data) // 2])
     assert info.value.reason == "unreadable_image"
+    assert str(info.value) == (
+        "field image: not a JPEG/PNG/WebP/GIF image (or a corrupt one: image file is truncated "
+        "(8 bytes not processed))"
+    )
 
 
 def test_idefics3_with_image_splitting_pads_tiles_and_the_model_accepts_them():

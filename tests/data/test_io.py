@@ -349,7 +349,9 @@ def test_parquet_row_with_no_image_anywhere(tmp_path):
     pq.write_table(table, tmp_path / "s.parquet")
     with pytest.raises(InputError, match="no image bytes") as info:
         list(read_rlaifv_dataset(tmp_path / "s.parquet"))
-    assert (info.value.row, info.value.field, info.value.reason) == (0, "image", "missing_image")
+    # rows count from 1, as JSONL lines do
+    assert (info.value.row, info.value.field, info.value.reason) == (1, "image", "missing_image")
+    assert str(info.value).startswith(f"{tmp_path / 's.parquet'}: row 1: field image: ")
 
 
 def test_unknown_and_missing_paths(tmp_path):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -127,7 +130,11 @@ GOOD = {"image": str(JPEG), "question": "What is it?", "original": "a red dog", 
     ("bad", "where", "reason"),
     [
         ({**GOOD, "image": "missing.jpg"}, "row 2: field image: image file not found", "missing_image"),
-        ({**GOOD, "image": "garbage.jpg"}, "row 2: field image: unreadable image", "unreadable_image"),
+        (
+            {**GOOD, "image": "garbage.jpg"},
+            "row 2: field image: TMP/garbage.jpg is not a JPEG/PNG/WebP/GIF image (or a corrupt one)\n",
+            "unreadable_image",
+        ),
         ({**GOOD, "corrected": "  "}, "row 2: field corrected: answer is empty", "empty_answer"),
         (
             {**GOOD, "original": ["a", "list"]},
@@ -160,7 +167,7 @@ def test_bad_input_is_one_line_exit_2_and_skip_bad_counts_it(tmp_path, capsys, b
     )
     assert rc == 2
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"rlhfv: error: {f}: {where}")
+    assert err.startswith(f"rlhfv: error: {f}: {where.replace('TMP', str(tmp_path))}")
     if reason == "too_long":
         assert "tokens with the prompt, over the limit of 60" in err
     rc, stdout, _ = _run(
@@ -270,6 +277,41 @@ def test_show_highlights_segments_plainly_when_not_a_terminal(tmp_path, capsys):
     assert "a [-red dog-]{+blue cat+}" in stdout and "(from the diff)" in stdout
     rc, _, err = _run(capsys, "data", "show", f, "--index", "5")
     assert rc == 2 and "field --index: has no record 5" in err
+
+
+def test_show_into_a_closed_pipe_stops_quietly():
+    """`rlhfv data show example | head -1`: the reader is gone before rlhfv writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed early: every write fails with EPIPE
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "rlhfv.cli", "data", "show", "example", "--color", "never"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert res.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored" at exit
+    assert res.returncode == 141  # 128 + SIGPIPE, as a shell reports for `cat` in the same place
+
+
+def test_a_local_path_named_example_wins_over_the_shipped_example(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_jsonl(tmp_path / "example", [GOOD])
+    rc, stdout, _ = _run(capsys, "data", "show", "example", "--format", "jsonl")
+    assert rc == 0 and "record 0 (row 1) of example" in stdout
+    assert "a [-red dog-]{+blue cat+}" in stdout
+    args = ["example", "out", "--processor", "tiny-llava", "--format", "jsonl", "--json"]
+    rc, stdout, _ = _run(capsys, "data", "prepare", *args)
+    assert rc == 0 and json.loads(stdout)["rows_read"] == 1
+    # --example always means the shipped one
+    shipped = len(list(read_jsonl(EXAMPLE_PATH)))
+    rc, stdout, _ = _run(
+        capsys, "data", "prepare", "--example", "out2", "--processor", "tiny-llava", "--json"
+    )
+    assert rc == 0 and json.loads(stdout)["rows_read"] == shipped > 1
 
 
 def test_example_file_is_what_the_builder_makes():

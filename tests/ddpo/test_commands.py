@@ -47,12 +47,23 @@ def model_dir(tmp_path_factory):
 
 
 def test_train_from_a_local_model_directory(tmp_path, prepared, model_dir, capsys):
+    import datasets
     from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
 
+    def bars_on() -> bool:
+        return hf_logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
+
+    assert bars_on()
     run = tmp_path / "run"
     code = main(run_args("train", model_dir, prepared, run, "--max-steps", "2"))
     assert code == 0
-    assert "trained 2 steps" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "trained 2 steps" in captured.out
+    # --no-progress (in FAST) also silences transformers' and datasets' bars ("Loading
+    # weights", "Writing model shards", "Saving the dataset") for the run, then restores them
+    assert "%|" not in captured.err
+    assert bars_on()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
     assert (prepared / "reference_logps").is_dir()  # cached beside the prepared data
@@ -89,6 +100,9 @@ def test_train_resume_latest(tmp_path, prepared):
         (["--set", "nonsense=1"], "unknown config key"),
         (["--model", "/nonexistent/model"], "/nonexistent/model"),
         (["--data", "/nonexistent/data"], "prepared data directory not found"),
+        # the option's name, not the Trainer's argument (resume_from)
+        (["--resume"], "field --resume: no checkpoint-N folder to resume from"),
+        (["--resume", "/nonexistent/ckpt"], "/nonexistent/ckpt: field --resume: not a checkpoint folder"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(tmp_path, prepared, extra, needle, capsys):
@@ -97,6 +111,24 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, prepared, extra, needle, c
     assert main(["train", *flags, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", [["--reference-cache", "refcache"], ["--preset", "reference"]])
+def test_sft_refuses_ddpo_only_options(tmp_path, prepared, extra, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(run_args("sft", "tiny-llava", prepared, tmp_path / "o", *extra))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{extra[0]} is for `rlhfv train` (DDPO) only" in err
+    assert not (tmp_path / "refcache").exists() and not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main(["sft", "--help"])
+    shown = capsys.readouterr().out
+    assert "--reference-cache" not in shown and "--preset" not in shown
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = capsys.readouterr().out
+    assert "--reference-cache" in shown and "--preset" in shown
 
 
 def test_help_config_lists_fields(capsys):

@@ -79,6 +79,15 @@ def test_bad_values_name_the_field(values, field, why):
     assert err.value.field == field and why in str(err.value)
 
 
+def test_report_to_none_is_accepted_and_named_in_the_error():
+    # the help says "tensorboard, wandb, or none": the error for a bad value says so too
+    for value in ("none", ["none"], [], None):
+        assert TrainConfig.from_dict({"report_to": value}).report_to == []
+    assert load_config(None, parse_overrides(["report_to=[]"])).report_to == []
+    with pytest.raises(InputError, match="tensorboard, wandb, none"):
+        TrainConfig.from_dict({"report_to": "mlflow"})
+
+
 def test_unknown_keys_and_bad_files(tmp_path):
     with pytest.raises(InputError, match="unknown config key"):
         load_config(None, {"betta": 0.1})

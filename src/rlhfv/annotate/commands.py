@@ -10,6 +10,17 @@ from pathlib import Path
 DEFAULT_HOME = "rlhfv-annotate"
 
 
+def _port(text: str) -> int:
+    """``--port``: a TCP port number, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number 0-65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: expected 0-65535")
+    return port
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``rlhfv annotate ...``."""
     p = subparsers.add_parser(
@@ -27,14 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q.add_argument(
             "--home",
             default=os.environ.get("RLHFV_ANNOTATE_HOME", DEFAULT_HOME),
-            help="directory of the image store (and of the default SQLite database) [%(default)s]",
+            help="directory of the image store (and of the default SQLite database); default: "
+            f"$RLHFV_ANNOTATE_HOME if set, else ./{DEFAULT_HOME} [%(default)s]",
         )
         q.add_argument("--db", default=None, help="SQLAlchemy database URL [sqlite:///HOME/annotate.db]")
 
     q = sub.add_parser("serve", help="run the web server")
     common(q)
     q.add_argument("--host", default="127.0.0.1", help="[%(default)s]")
-    q.add_argument("--port", type=int, default=8000, help="[%(default)s]")
+    q.add_argument("--port", type=_port, default=8000, help="[%(default)s]")
     q.add_argument("--lock-minutes", type=float, default=30.0, help="task lock time limit [%(default)s]")
     q.add_argument(
         "--secure-cookie", action="store_true", help="mark the session cookie Secure (behind an HTTPS proxy)"
@@ -45,7 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "import", help="add model generations (JSONL or parquet: image, question, answer) as tasks"
     )
     common(q)
-    q.add_argument("file", type=Path)
+    q.add_argument(
+        "file",
+        type=Path,
+        help="model generations: .jsonl or .parquet with image (a path relative to the file, or bytes), "
+        "question, answer and optional id",
+    )
     q.add_argument(
         "--double-share",
         type=float,
@@ -56,10 +73,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("user", help="manage accounts")
     user_sub = q.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    q = user_sub.add_parser("add", help="create an account (password read from the terminal or stdin)")
+    q = user_sub.add_parser(
+        "add",
+        help="create an account (password read from the terminal or stdin)",
+        description=(
+            "Create an account. The password (at least 8 characters) is asked for twice on a terminal, "
+            'or read as the first line of stdin: echo "$PASSWORD" | rlhfv annotate user add NAME --role ROLE'
+        ),
+    )
     common(q)
-    q.add_argument("name")
-    q.add_argument("--role", choices=("annotator", "reviewer", "admin"), required=True)
+    q.add_argument("name", help="login name of the new account")
+    q.add_argument(
+        "--role",
+        choices=("annotator", "reviewer", "admin"),
+        required=True,
+        help="annotator: corrects answers; reviewer: also accepts or rejects corrections; "
+        "admin: also manages accounts, exports and stats in the web app",
+    )
     q.set_defaults(func=_user_add)
 
     q = sub.add_parser(
@@ -67,7 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the corrections as Correction records (OUT.jsonl, or OUT.parquet with images embedded)",
     )
     common(q)
-    q.add_argument("out", type=Path)
+    q.add_argument(
+        "out",
+        type=Path,
+        help="output file: .parquet writes parquet (images embedded), anything else JSONL",
+    )
     q.add_argument("--accepted-only", action="store_true", help="only corrections a reviewer accepted")
     q.add_argument("--embed-images", action="store_true", help="JSONL: images as base64, not store paths")
     q.set_defaults(func=_export)
@@ -76,6 +110,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_stats)
+
+
+def _where(args: argparse.Namespace) -> str:
+    """The ``--home``/``--db`` options to repeat in a suggested command (no URL: it may hold a password)."""
+    import shlex
+
+    where = f" --home {shlex.quote(str(args.home))}" if args.home != DEFAULT_HOME else ""
+    return where + (" --db URL" if args.db else "")
+
+
+def _setup_hint(args: argparse.Namespace) -> str:
+    """What to run to make a database the command can use."""
+    hint = f"import tasks first with `rlhfv annotate import FILE{_where(args)}`"
+    if args.annotate_command == "serve":
+        hint += f" and add an account with `rlhfv annotate user add NAME --role admin{_where(args)}`"
+    return hint
 
 
 def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
@@ -87,7 +137,7 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
     if url is None:
         if not create and not (home / "annotate.db").is_file():
             raise InputError(
-                f"no annotation database in {home} (import tasks first)", field="home", reason="no_database"
+                f"no annotation database in {home}: {_setup_hint(args)}", field="home", reason="no_database"
             )
         home.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(home / 'annotate.db').resolve()}"
@@ -103,7 +153,7 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
         raise InputError(f"cannot open database: {err}".splitlines()[0], field="db", reason="bad_db") from err
     if not create and not has_tables:
         raise InputError(
-            f"no annotation database at {db.url.render_as_string()} (import tasks first)",
+            f"no annotation database at {db.url.render_as_string()}: {_setup_hint(args)}",
             field="db",
             reason="no_database",
         )
@@ -116,14 +166,63 @@ def _serve(args: argparse.Namespace) -> int:
     from rlhfv.annotate.app import Settings, create_app
     from rlhfv.errors import InputError
 
-    db, store = _open(args)
     if args.lock_minutes <= 0:
         raise InputError("must be positive", field="lock-minutes", reason="bad_option")
+    db, store = _open(args, create=False)  # a fresh database would have no account to log in with
+    from sqlalchemy import func, select
+
+    from rlhfv.annotate.db import User
+
+    with db.read() as s:
+        has_users = bool(s.scalar(select(func.count()).select_from(User)))
+    if not has_users:
+        raise InputError(
+            f"no accounts yet: add one with `rlhfv annotate user add NAME --role admin{_where(args)}`",
+            reason="no_users",
+        )
+    sock = _listen(args.host, args.port)
     settings = Settings(store=store, lock_seconds=args.lock_minutes * 60, secure_cookie=args.secure_cookie)
     app = create_app(db, settings)
-    print(f"rlhfv annotate: http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"rlhfv annotate: http://{url_host}:{port}/", file=sys.stderr)
+    config = uvicorn.Config(app, host=args.host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int):  # noqa: ANN202
+    """A socket bound to ``host:port`` (handed to uvicorn), or an InputError saying why not."""
+    import errno
+    import socket
+
+    from rlhfv.errors import InputError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise InputError(
+                f"port {port} is in use; choose another with --port", reason="port_in_use"
+            ) from err
+        if err.errno == errno.EACCES:
+            raise InputError(
+                f"port {port} needs administrator rights; choose one above 1023 with --port",
+                reason="bad_port",
+            ) from err
+        if err.errno == errno.EADDRNOTAVAIL or isinstance(err, socket.gaierror):
+            raise InputError(
+                f"cannot listen on {host!r}: not an address of this machine (try 127.0.0.1)",
+                field="host",
+                reason="bad_host",
+            ) from err
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}", reason="bad_port") from err
+    sock.set_inheritable(True)
+    return sock
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -138,7 +237,7 @@ def _import(args: argparse.Namespace) -> int:
 def _user_add(args: argparse.Namespace) -> int:
     import getpass
 
-    from rlhfv.annotate.service import add_user
+    from rlhfv.annotate.service import MIN_PASSWORD_CHARS, add_user
     from rlhfv.errors import InputError
 
     if sys.stdin.isatty():
@@ -147,11 +246,15 @@ def _user_add(args: argparse.Namespace) -> int:
             raise InputError("passwords differ", field="password", reason="password_mismatch")
     else:
         password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise InputError(
+            f"must have at least {MIN_PASSWORD_CHARS} characters", field="password", reason="short_password"
+        )
     db, _ = _open(args)
     try:
         add_user(db, args.name, args.role, password)
     except ValueError as err:
-        raise InputError(str(err), field="user", reason="bad_user") from err
+        raise InputError(str(err), field="name", reason="bad_user") from err
     print(f"added {args.role} {args.name}")
     return 0
 

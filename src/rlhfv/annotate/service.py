@@ -44,13 +44,16 @@ class CurrentUser:
 # ---------------------------------------------------------------- accounts
 
 
+MIN_PASSWORD_CHARS = 8
+
+
 def add_user(db: Database, name: str, role: str, password: str) -> int:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 64 or not name.isprintable():
         raise ValueError("user name must be 1-64 printable characters")
-    if len(password) < 8:
-        raise ValueError("password must have at least 8 characters")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ValueError(f"password must have at least {MIN_PASSWORD_CHARS} characters")
     hashed = hash_password(password)
     try:
         with db.write() as s:

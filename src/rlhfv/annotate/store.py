@@ -40,7 +40,9 @@ def store_image(store: Path, data: bytes) -> str:
             fmt = im.format
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"not a readable image ({err})") from err
+        # Pillow's message names a BytesIO object: keep it only for a damaged known format
+        detail = "" if isinstance(err, UnidentifiedImageError) or "<_io." in str(err) else f": {err}"
+        raise ValueError(f"not a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})") from err
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"image format {fmt} is not one of {', '.join(IMAGE_FORMATS)}")
     name = f"{hashlib.sha256(data).hexdigest()}.{IMAGE_FORMATS[fmt]}"
@@ -67,14 +69,15 @@ def image_file(store: Path, name: str) -> Path | None:
     return path
 
 
-def _image_bytes(value: Any, base: Path, where: dict) -> bytes:
-    """Image bytes from a path (relative to the input file), raw bytes or ``{bytes, path}``."""
+def _image_bytes(value: Any, base: Path, where: dict) -> tuple[bytes, Path | None]:
+    """Image bytes from a path (relative to the input file), raw bytes or ``{bytes, path}``,
+    and the file they were read from (None for bytes)."""
     if isinstance(value, dict):
         if value.get("bytes"):
-            return bytes(value["bytes"])
+            return bytes(value["bytes"]), None
         value = value.get("path")
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
+        return bytes(value), None
     if not isinstance(value, str) or not value:
         raise InputError("image must be a path or image bytes", field="image", reason="bad_image", **where)
     path = Path(value).expanduser()
@@ -83,7 +86,7 @@ def _image_bytes(value: Any, base: Path, where: dict) -> bytes:
         raise InputError(f"image file not found: {path}", field="image", reason="missing_image", **where)
     if path.stat().st_size > MAX_IMAGE_BYTES:
         raise InputError("image file too large", field="image", reason="bad_image", **where)
-    return path.read_bytes()
+    return path.read_bytes(), path
 
 
 def read_generations(path: Path) -> Iterator[tuple[int, dict]]:
@@ -131,7 +134,7 @@ def import_generations(
     ``double_share``: the same tasks on every run, independent of row order.
     """
     if not 0.0 <= double_share <= 1.0:
-        raise InputError("double share must be in [0, 1]", field="double_share", reason="bad_option")
+        raise InputError("must be in [0, 1]", field="--double-share", reason="bad_option")
     path = Path(path)
     counts = {"added": 0, "skipped": 0}
     batch: list[Task] = []
@@ -154,11 +157,14 @@ def _task_from_row(row: dict, path: Path, row_no: int, store: Path, double_share
             raise InputError(
                 f"longer than {MAX_TEXT_CHARS} characters", field=field, reason="too_long", **where
             )
-    data = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
+    data, image_path = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
     try:
         name = store_image(store, data)
     except ValueError as err:
-        raise InputError(str(err), field="image", reason="bad_image", **where) from err
+        message = str(err)
+        if image_path is not None and message.startswith("not "):
+            message = f"{image_path} is {message}"  # name the file
+        raise InputError(message, field="image", reason="bad_image", **where) from err
     ext_id = row.get("id")
     if ext_id is None:
         digest = hashlib.sha256(data + b"\0" + row["question"].encode() + b"\0" + row["answer"].encode())

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "input",
         metavar="IN",
-        help="input file or folder, or 'example' (the small example shipped with rlhfv)",
+        help="input file or folder, or 'example' (the small example shipped with rlhfv; a file or folder "
+        "named example in the current directory is used instead when there is one, --example never does)",
     )
     p.add_argument(
         "output",
@@ -59,18 +60,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=5.0,
         help="weight of changed tokens you mean to train with (a positive number; paper: 5): only recorded in "
         "rlhfv_prepared.json, the data hold 0/1 changed-token masks; training uses its own gamma "
-        "(--set gamma=...) and warns when it differs from this one",
+        "(--set gamma=...) and warns when it differs from this one (default: %(default)g)",
     )
     p.add_argument(
         "--alignment",
         choices=("paper", "reference"),
         default="paper",
-        help="paper: word-level segments mapped to tokens; reference: the RLHF-V code's token-id diff",
+        help="how changed tokens are found: paper: word-level segments mapped to tokens; reference: the "
+        "RLHF-V code's token-id diff (default: %(default)s)",
     )
     p.add_argument(
         "--kinds",
         default="replace,insert,delete",
-        help="change kinds that count as changed, comma-separated (paper alignment; the reference code counts replace only)",
+        help="change kinds that count as changed, comma-separated (paper alignment; the reference code counts "
+        "replace only) (default: %(default)s)",
     )
     p.add_argument(
         "--max-length",
@@ -94,7 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     s.add_argument(
-        "file", metavar="FILE", help="corrections file or folder (any format prepare reads), or 'example'"
+        "file",
+        metavar="FILE",
+        help="corrections file or folder (any format prepare reads), or 'example' (the shipped example, "
+        "unless a file or folder named example exists in the current directory)",
     )
     s.add_argument("--index", type=int, default=0, help="which record (0-based, in file order)")
     _add_format_option(s)
@@ -109,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from rlhfv.data.io import sniff_format
-    from rlhfv.data.prepare import TINY_PROCESSORS, load_processor, prepare, resolve_input
+    from rlhfv.data.prepare import EXAMPLE_PATH, TINY_PROCESSORS, load_processor, prepare, resolve_input
     from rlhfv.data.pretrained import resolve_source
     from rlhfv.errors import InputError
 
@@ -117,7 +123,7 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.example:
         if output is not None:
             raise InputError("with --example give only OUT", field="IN OUT", reason="usage")
-        source, output = "example", source
+        source, output = str(EXAMPLE_PATH), source  # the shipped one, even beside a local ./example
     if output is None:
         raise InputError("give IN and OUT (or --example OUT)", field="OUT", reason="usage")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())

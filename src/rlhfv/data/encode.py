@@ -42,8 +42,30 @@ def image_bytes(correction: Correction, *, path: str | None = None, row: int | N
         ) from None
 
 
-def open_image(data: bytes, *, path: str | None = None, row: int | None = None):
-    """Decode image bytes to an RGB ``PIL.Image``; undecodable bytes are an :class:`InputError`."""
+def unreadable_image(
+    err: Exception, *, image: str | None = None, path: str | None = None, row: int | None = None
+) -> InputError:
+    """The error for image bytes Pillow cannot decode, naming the image file when there is one.
+
+    Pillow's own message names a ``BytesIO`` object, so it is only kept as a detail for a
+    recognised but damaged image ("image file is truncated ...").
+    """
+    from PIL import UnidentifiedImageError
+
+    what = f"{image} is not" if image else "not"
+    detail = "" if isinstance(err, UnidentifiedImageError) or "<_io." in str(err) else f": {err}"
+    return InputError(
+        f"{what} a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})",
+        path=path,
+        row=row,
+        field="image",
+        reason="unreadable_image",
+    )
+
+
+def open_image(data: bytes, *, path: str | None = None, row: int | None = None, image: str | None = None):
+    """Decode image bytes to an RGB ``PIL.Image``; undecodable bytes are an :class:`InputError`
+    (``image``: the file they came from, for the message)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -52,9 +74,7 @@ def open_image(data: bytes, *, path: str | None = None, row: int | None = None):
         with Image.open(io.BytesIO(data)) as im:
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(
-            f"unreadable image ({err})", path=path, row=row, field="image", reason="unreadable_image"
-        ) from None
+        raise unreadable_image(err, image=image, path=path, row=row) from None
 
 
 def image_token(processor) -> str | None:
@@ -141,7 +161,9 @@ def prompt_ids(processor, image, question: str) -> list[int]:
     return ids.tolist() if hasattr(ids, "tolist") else list(ids)
 
 
-def image_size(data: bytes, *, path: str | None = None, row: int | None = None) -> tuple[int, int]:
+def image_size(
+    data: bytes, *, path: str | None = None, row: int | None = None, image: str | None = None
+) -> tuple[int, int]:
     """``(width, height)`` of encoded image bytes, after checking they decode.
 
     JPEGs are decoded at 1/8 scale (``draft``): a truncated or corrupt file still fails,
@@ -159,9 +181,7 @@ def image_size(data: bytes, *, path: str | None = None, row: int | None = None) 
             im.load()
             return size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise InputError(
-            f"unreadable image ({err})", path=path, row=row, field="image", reason="unreadable_image"
-        ) from None
+        raise unreadable_image(err, image=image, path=path, row=row) from None
 
 
 class PromptEncoder:
@@ -191,17 +211,23 @@ class PromptEncoder:
         self._image_id = tokenizer.convert_tokens_to_ids(token) if token else None
 
     def __call__(
-        self, data: bytes, question: str, *, path: str | None = None, row: int | None = None
+        self,
+        data: bytes,
+        question: str,
+        *,
+        path: str | None = None,
+        row: int | None = None,
+        image: str | None = None,
     ) -> list[int]:
         self.calls += 1
-        size = image_size(data, path=path, row=row)
+        size = image_size(data, path=path, row=row, image=image)
         prompt, add_special = _prompt_text(self.processor, question)
         cached = self._expansions.get(size) if self.enabled else None
         fast = self._splice(prompt, add_special, cached) if cached else None
         must_check = size not in self._checked or self.calls % self.check_every == 0
         if fast is not None and not must_check:
             return fast
-        full = self._full(data, question, path, row)
+        full = self._full(data, question, path, row, image)
         if fast is not None:
             self._checked.add(size)
             if fast != full:
@@ -214,9 +240,9 @@ class PromptEncoder:
                 self._expansions[size] = learnt
         return full
 
-    def _full(self, data, question, path, row) -> list[int]:
+    def _full(self, data, question, path, row, image=None) -> list[int]:  # noqa: ANN001
         self.full_runs += 1
-        return prompt_ids(self.processor, open_image(data, path=path, row=row), question)
+        return prompt_ids(self.processor, open_image(data, path=path, row=row, image=image), question)
 
     def _raw(self, prompt: str, add_special: bool) -> list[int]:
         return list(self.processor.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
@@ -305,10 +331,11 @@ def encode_correction(
                 reason="placeholder_in_answer",
             )
     data = image_bytes(correction, path=path, row=row)
+    image = None if isinstance(correction.image, bytes | bytearray) else str(correction.image)
     if prompt_encoder is not None:
-        prompt = prompt_encoder(data, correction.question, path=path, row=row)
+        prompt = prompt_encoder(data, correction.question, path=path, row=row, image=image)
     else:
-        prompt = prompt_ids(processor, open_image(data, path=path, row=row), correction.question)
+        prompt = prompt_ids(processor, open_image(data, path=path, row=row, image=image), correction.question)
     start = len(prompt)
     if correction.segments is not None:
         segments = check_segments(

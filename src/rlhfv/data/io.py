@@ -360,13 +360,14 @@ def _require_columns(file: Path, needed: Iterable[str]) -> None:
 
 
 def _iter_parquet_rows(file: Path, columns: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(row_index, row_dict)`` in record batches, so only a batch is in memory."""
+    """``(row_number, row_dict)`` in record batches, so only a batch is in memory; rows are
+    numbered from 1 within the file, as JSONL lines are (what messages and ``data show`` print)."""
     import pyarrow.parquet as pq
 
     # pre_buffer (pyarrow's default) would read the whole file's column chunks at once
     pf = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
     cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-    row = 0
+    row = 1
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
         for record in batch.to_pylist():
             yield row, record

@@ -59,8 +59,9 @@ class PrepareSummary:
 
 
 def resolve_input(spec: str | Path) -> Path:
-    """``"example"`` names the small example shipped with the package; anything else is a path."""
-    return EXAMPLE_PATH if str(spec) == "example" else Path(spec)
+    """``"example"`` names the small example shipped with the package, unless a file or folder
+    ``example`` exists in the current directory (a local path wins); anything else is a path."""
+    return EXAMPLE_PATH if str(spec) == "example" and not Path(spec).exists() else Path(spec)
 
 
 def load_processor(spec: str):

@@ -9,7 +9,9 @@ under ``accelerate launch`` or ``torchrun`` for several GPUs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import fields
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -32,20 +34,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"configs/accelerate/deepspeed_zero3.yaml -m rlhfv.cli {name} ...; see docs/training.md"
         )
         parser = subparsers.add_parser(name, help=help_text, description=help_text + ".", epilog=example)
-        _add_arguments(parser)
+        _add_arguments(parser, ddpo=name == "train")
         parser.set_defaults(func=_run, objective="ddpo" if name == "train" else "sft")
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
+DDPO_ONLY = ("--preset", "--reference-cache")  # sft takes them only to refuse them (_run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser, *, ddpo: bool = True) -> None:
+    def ddpo_only(text: str) -> str:
+        return text if ddpo else argparse.SUPPRESS
+
     parser.add_argument(
         "--model",
-        help="model directory or Hugging Face hub id (image-text-to-text), or tiny-llava etc. to try it out",
+        help="(required) model directory or Hugging Face hub id (image-text-to-text), or tiny-llava etc. "
+        "to try it out",
     )
-    parser.add_argument("--data", help="prepared data directory (`rlhfv data prepare`)")
-    parser.add_argument("--output", help="output directory (checkpoints, metrics.jsonl, final model)")
+    parser.add_argument("--data", help="(required) prepared data directory (`rlhfv data prepare`)")
+    parser.add_argument(
+        "--output", help="(required) output directory (checkpoints, metrics.jsonl, final model)"
+    )
     parser.add_argument("--config", help="training YAML (see configs/paper.yaml, configs/reference.yaml)")
     parser.add_argument(
-        "--preset", choices=("paper", "reference"), help="start from this preset (default paper)"
+        "--preset",
+        choices=("paper", "reference"),
+        help=ddpo_only("start from this preset (default paper)"),
     )
     parser.add_argument(
         "--set",
@@ -73,7 +86,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="weights dtype when loading (default float32)"
     )
-    parser.add_argument("--reference-cache", help="folder for reference_logps/ (default: the --data folder)")
+    parser.add_argument(
+        "--reference-cache", help=ddpo_only("folder for reference_logps/ (default: the --data folder)")
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--help-config", action="store_true", help="list every config field with its default and exit"
@@ -136,11 +151,40 @@ def load_model(name: str, dtype: str = "float32"):
     return model, processor
 
 
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool) -> Iterator[None]:
+    """With ``enabled`` False, transformers' (and so huggingface_hub's) and datasets' own bars
+    (loading weights, writing model shards, saving datasets) are off in the block, then restored."""
+    if enabled:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on[0]:
+            hf_logging.enable_progress_bar()
+        if was_on[1]:
+            datasets.enable_progress_bars()
+
+
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rlhfv.errors import InputError
 
+    if args.objective == "sft":
+        for flag in DDPO_ONLY:
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise InputError(
+                    f"{flag} is for `rlhfv train` (DDPO) only; sft has no reference model or DDPO preset",
+                    reason="usage",
+                )
     if args.help_config:
         print(config_help())
         return 0
@@ -157,19 +201,20 @@ def _run(args: argparse.Namespace) -> int:
     if not args.overwrite and not args.resume:
         refuse_earlier_run(args.output)  # before a large model loads
 
-    model, processor = load_model(args.model, args.dtype)
-    result = Trainer(
-        config,
-        model,
-        processor,
-        args.data,
-        args.output,
-        objective=args.objective,
-        reference_cache=args.reference_cache,
-        resume_from=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    ).train()
+    with library_progress_bars(not args.no_progress):
+        model, processor = load_model(args.model, args.dtype)
+        result = Trainer(
+            config,
+            model,
+            processor,
+            args.data,
+            args.output,
+            objective=args.objective,
+            reference_cache=args.reference_cache,
+            resume_from=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        ).train()
     last = result.history[-1] if result.history else {}
     summary = ", ".join(
         f"{k} {v:.4g}" for k, v in last.items() if k in ("loss", "rewards/margins", "rewards/accuracies")

@@ -115,7 +115,10 @@ class TrainConfig:
     save_steps: int = _f(500, "save a checkpoint every N optimiser steps (and always at the end)")
     save_total_limit: int | None = _f(None, "keep only the newest N step checkpoints (null: all)")
     report_to: list[str] = _f(
-        ["tensorboard"], "accelerate trackers: tensorboard, wandb, or none", choices=("tensorboard", "wandb")
+        ["tensorboard"],
+        "accelerate trackers: tensorboard, wandb, or none (also: null or [])",
+        # "none" is dropped before the check (_coerce_types); listed so the error names it
+        choices=("tensorboard", "wandb", "none"),
     )
     preset: str | None = _f(
         None, "name of the preset this config started from", choices=("paper", "reference")

@@ -472,14 +472,12 @@ class Trainer:
             found = sorted(_checkpoint_dirs(self.output_dir), key=_checkpoint_step)
             if not found:
                 raise InputError(
-                    "no checkpoint-N folder to resume from", path=str(self.output_dir), field="resume_from"
+                    "no checkpoint-N folder to resume from", path=str(self.output_dir), field="--resume"
                 )
             return found[-1]
         path = Path(self.resume_from)
         if not (path / STATE_DIRNAME).is_dir():
-            raise InputError(
-                "not a checkpoint folder (no training_state/)", path=str(path), field="resume_from"
-            )
+            raise InputError("not a checkpoint folder (no training_state/)", path=str(path), field="--resume")
         return path
 
     def _run_identity(self) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _generation_args(p)
     _endpoint_args(p, optional=True)
     p.add_argument("--out", required=True, help="output directory (answers, result.json, report.html)")
-    p.add_argument("--limit", type=_positive_int, help="only the first N questions")
+    p.add_argument("--limit", type=_positive_int, help="only the first N questions (default: all of them)")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=_objhal)
 
@@ -74,12 +74,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--annotations", required=True, nargs="+", help="JSONL or COCO instances file")
     b.add_argument("--synonyms", help="synonym table (reference format) to map category names")
     b.add_argument("--out", required=True, help="output JSONL (one question per line)")
-    b.add_argument("--split", choices=("random", "popular", "adversarial"), action="append")
-    b.add_argument("--n-images", type=_positive_int, default=500)
     b.add_argument(
-        "--per-image", type=_positive_int, default=3, help="positive (and negative) questions per image"
+        "--split",
+        choices=("random", "popular", "adversarial"),
+        action="append",
+        help="how negative objects are sampled; repeat for several (default: all three)",
     )
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--n-images",
+        type=_positive_int,
+        default=500,
+        help="images sampled per split (default: %(default)s)",
+    )
+    b.add_argument(
+        "--per-image",
+        type=_positive_int,
+        default=3,
+        help="positive (and negative) questions per image (default: %(default)s)",
+    )
+    b.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of image and object sampling (default: %(default)s)",
+    )
     b.set_defaults(func=_pope_build)
     s = pope.add_parser("score", help="accuracy, precision, recall, F1, yes-ratio")
     s.add_argument("--questions", required=True, help="JSONL from `pope build`")
@@ -134,11 +152,28 @@ def _endpoint_args(p: argparse.ArgumentParser, *, optional: bool) -> None:
     g = p.add_argument_group("LLM endpoint (OpenAI-compatible)")
     if optional:
         g.add_argument("--llm-extract", action="store_true", help="list objects with an LLM first")
-    g.add_argument("--base-url", default=DEFAULT_BASE_URL, help="endpoint base URL")
-    g.add_argument("--judge-model", default="gpt-4o-mini" if optional else "gpt-4o", help="model name")
-    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    g.add_argument("--cache-dir", default=".rlhfv_cache/llm", help="replies cached here (reruns are free)")
-    g.add_argument("--max-retries", type=_non_negative_int, default=4)
+    g.add_argument("--base-url", default=DEFAULT_BASE_URL, help="endpoint base URL (default: %(default)s)")
+    g.add_argument(
+        "--judge-model",
+        default="gpt-4o-mini" if optional else "gpt-4o",
+        help="the judge's model name at the endpoint (default: %(default)s)",
+    )
+    g.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the key (default: %(default)s)",
+    )
+    g.add_argument(
+        "--cache-dir",
+        default=".rlhfv_cache/llm",
+        help="replies cached here, so reruns are free (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=4,
+        help="retries of a failed request, with backoff (default: %(default)s)",
+    )
 
 
 def _generation_args(
@@ -147,13 +182,32 @@ def _generation_args(
     from rlhfv.eval.generate import DTYPES, PRESETS
 
     g = p.add_argument_group("generation")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=default_preset, help="decoding settings")
+    presets = "; ".join(
+        f"{name}: {s['num_beams']} beam(s), up to {s['max_new_tokens']} new tokens, "
+        f"repetition penalty {s['repetition_penalty']}"
+        for name, s in sorted(PRESETS.items())
+    )
+    g.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=default_preset,
+        help=f"decoding settings ({presets}) (default: %(default)s)",
+    )
     g.add_argument("--num-beams", type=_positive_int, help="override the preset")
     g.add_argument(
-        "--max-new-tokens", type=_positive_int, default=default_max_new_tokens, help="override the preset"
+        "--max-new-tokens",
+        type=_positive_int,
+        default=default_max_new_tokens,
+        help="longest answer in tokens; overrides the preset (default: "
+        + ("%(default)s)" if default_max_new_tokens is not None else "the preset's)"),
     )
     g.add_argument("--repetition-penalty", type=float, help="override the preset")
-    g.add_argument("--batch-size", type=_positive_int, default=8)
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        help="questions answered per generate call (default: %(default)s)",
+    )
     g.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda if available)")
     g.add_argument("--dtype", choices=DTYPES, default="auto", help="torch dtype for the model")
 
