@@ -16,15 +16,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "report.html and rates.png in OUTPUT."
         ),
     )
-    p.add_argument("--quick", action="store_true", help="a small run of every stage (under 3 minutes)")
     p.add_argument(
-        "--from-scratch", action="store_true", help="retrain the SFT model instead of the shipped one"
+        "--quick",
+        action="store_true",
+        help="a small run of every stage (about 20 s; the full demo takes 3-4 minutes)",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="retrain the SFT model (4 passes, about 30 minutes on 2 cores) instead of the shipped one",
     )
     p.add_argument("--sft-model", default=None, help="start from this saved SFT model directory instead")
     p.add_argument("--output", default="rlhfv-demo", help="output directory (default: %(default)s)")
     p.add_argument("--corrections", type=int, default=None, help="number of corrections (default 1400)")
     p.add_argument("--eval-scenes", type=int, default=None, help="held-out scenes to evaluate (default 300)")
-    p.add_argument("--seed", type=int, default=0, help="seed of scenes, data order and sampling")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the feedback and held-out scenes and of the training order (default: %(default)s)",
+    )
     p.add_argument(
         "--threads",
         type=int,
