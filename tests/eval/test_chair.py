@@ -251,3 +251,22 @@ def test_cli_chair_checks_per_response_before_scoring(tmp_path, capsys, where):
         "a_directory": "is a directory",
         "parent_is_a_file": f"{tmp_path / 'file.txt'} is not a directory",
     }[where] in err
+
+
+def test_cli_chair_reads_a_json_array_like_jsonl(tmp_path, capsys):
+    rows = [
+        {"image_id": "000000296284", "response": "Donuts and a cup of coffee on the table."},
+        {"image_id": 296284, "response": "Glazed doughnuts."},
+        "not an object",
+    ]
+    as_array = tmp_path / "r.json"
+    as_array.write_text(json.dumps(rows, indent=2))
+    as_lines = tmp_path / "r.jsonl"
+    as_lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = []
+    for path in (as_array, as_lines):
+        assert main(["eval", "chair", "--responses", str(path), "--annotations", str(COCO80), "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    examples = [r.pop("problems")["invalid_json"]["examples"] for r in results]
+    assert results[0] == results[1] and results[0]["n_responses"] == 2
+    assert examples == [[f"{as_array}: row 3: not a JSON object"], [f"{as_lines}: row 3: not a JSON object"]]
