@@ -150,3 +150,23 @@ def test_cli_amber(files, capsys):
     assert out["discriminative/all/accuracy"] == 1
     assert main([*args, "--relation", str(files / "missing.json")]) == 2
     assert "cannot read file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"id": 1, "type": "weird", "truth": "yes"}, "row 1: field type: unknown item type 'weird'"),
+        ({"id": 1, "type": "generative"}, "row 1: field truth: missing"),
+        ({"type": "generative", "truth": []}, "row 1: field id: missing"),
+        ("not an object", "row 1: not a JSON object"),
+    ],
+)
+def test_bad_annotation_items_name_the_row_and_field(tmp_path, item, message):
+    from rlhfv.errors import InputError
+
+    annotations, relation = tmp_path / "a.json", tmp_path / "r.json"
+    annotations.write_text(json.dumps([item]))
+    relation.write_text("{}")
+    with pytest.raises(InputError) as err:
+        load_amber(annotations, relation)
+    assert message in str(err.value)

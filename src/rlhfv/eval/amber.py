@@ -65,8 +65,20 @@ def load_amber(
         raise InputError("expected a JSON list of annotation items", path=str(annotations))
     items: dict[int, AmberItem] = {}
     for row, obj in enumerate(raw, start=1):
+        if not isinstance(obj, dict):
+            raise InputError("not a JSON object", path=str(annotations), row=row)
+        for name in ("id", "type", "truth"):
+            if name not in obj:
+                raise InputError("missing", path=str(annotations), row=row, field=name)
+        kind = str(obj["type"])
+        if kind != "generative" and not kind.startswith("discriminative-"):
+            raise InputError(
+                f"unknown item type {kind!r}: AMBER's are 'generative' and 'discriminative-...'",
+                path=str(annotations),
+                row=row,
+                field="type",
+            )
         try:
-            kind = str(obj["type"])
             truth = obj["truth"]
             if kind == "generative":
                 item = AmberItem(
