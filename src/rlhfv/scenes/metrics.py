@@ -130,5 +130,5 @@ def hallucination_kinds(answers: Sequence[str], scenes: Sequence[Scene]) -> dict
         kinds["same_count_answers"] += len(claimed) == len(scene.objects)
         for cls in {cls for _, _, cls in hallucinated_spans(answer, scene)}:
             kinds["hallucinated"] += 1
-            kinds["partner"] += any(partner_of(cls) == present for present in scene.classes)
+            kinds["partner"] += partner_of(cls) in scene.classes
     return kinds

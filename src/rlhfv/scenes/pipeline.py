@@ -143,13 +143,12 @@ def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
     from rlhfv.scenes.model import SceneModelConfig, build_scene_model
 
     model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
-    passes = [(settings.epochs, settings.learning_rate, settings.seed)]
+    passes = [(settings.epochs, settings.learning_rate, settings.seed, "all")]
     if settings.second_epochs > 0:
         passes += [
-            (settings.second_epochs, settings.second_learning_rate, settings.seed + k)
+            (settings.second_epochs, settings.second_learning_rate, settings.seed + k, "all")
             for k in range(1, settings.passes)
         ]
-    passes = [(*p, "all") for p in passes]
     if settings.subset_epochs > 0:
         passes.append(
             (settings.subset_epochs, settings.second_learning_rate, settings.seed + settings.passes, "subset")
