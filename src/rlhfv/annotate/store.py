@@ -29,9 +29,12 @@ MAX_IMAGE_BYTES = 50 * 2**20
 MAX_TEXT_CHARS = 20_000
 
 
-def store_image(store: Path, data: bytes) -> str:
-    """Validate ``data`` as an image and copy it into ``store``; its store name."""
+def store_image(store: Path, data: bytes, *, image: str | Path | None = None) -> str:
+    """Validate ``data`` as an image and copy it into ``store``; its store name
+    (``image``: the file the bytes came from, named in the error)."""
     from PIL import Image, UnidentifiedImageError
+
+    from rlhfv.data.io import unreadable_image_message
 
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
@@ -40,9 +43,7 @@ def store_image(store: Path, data: bytes) -> str:
             fmt = im.format
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        # Pillow's message names a BytesIO object: keep it only for a damaged known format
-        detail = "" if isinstance(err, UnidentifiedImageError) or "<_io." in str(err) else f": {err}"
-        raise ValueError(f"not a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})") from err
+        raise ValueError(unreadable_image_message(err, image)) from err
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"image format {fmt} is not one of {', '.join(IMAGE_FORMATS)}")
     name = f"{hashlib.sha256(data).hexdigest()}.{IMAGE_FORMATS[fmt]}"
@@ -159,12 +160,9 @@ def _task_from_row(row: dict, path: Path, row_no: int, store: Path, double_share
             )
     data, image_path = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
     try:
-        name = store_image(store, data)
+        name = store_image(store, data, image=image_path)
     except ValueError as err:
-        message = str(err)
-        if image_path is not None and message.startswith("not "):
-            message = f"{image_path} is {message}"  # name the file
-        raise InputError(message, field="image", reason="bad_image", **where) from err
+        raise InputError(str(err), field="image", reason="bad_image", **where) from err
     ext_id = row.get("id")
     if ext_id is None:
         digest = hashlib.sha256(data + b"\0" + row["question"].encode() + b"\0" + row["answer"].encode())

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfv.data.diff import changed_segments
+from rlhfv.data.io import unreadable_image_message
 from rlhfv.data.schema import ChangedSegment, Correction
 from rlhfv.data.weights import ALIGNMENTS, CHANGE_KINDS, changed_token_mask, reference_changed_masks
 from rlhfv.errors import InputError
@@ -45,17 +46,9 @@ def image_bytes(correction: Correction, *, path: str | None = None, row: int | N
 def unreadable_image(
     err: Exception, *, image: str | None = None, path: str | None = None, row: int | None = None
 ) -> InputError:
-    """The error for image bytes Pillow cannot decode, naming the image file when there is one.
-
-    Pillow's own message names a ``BytesIO`` object, so it is only kept as a detail for a
-    recognised but damaged image ("image file is truncated ...").
-    """
-    from PIL import UnidentifiedImageError
-
-    what = f"{image} is not" if image else "not"
-    detail = "" if isinstance(err, UnidentifiedImageError) or "<_io." in str(err) else f": {err}"
+    """The error for image bytes Pillow cannot decode (:func:`unreadable_image_message`)."""
     return InputError(
-        f"{what} a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})",
+        unreadable_image_message(err, image),
         path=path,
         row=row,
         field="image",

@@ -122,6 +122,19 @@ def _emit(make: Callable[[], Correction], on_error: OnError, path: str, row: int
 # ---- images ----------------------------------------------------------------------------
 
 
+def unreadable_image_message(err: Exception, image: str | Path | None = None) -> str:
+    """What to say about image bytes Pillow cannot decode, naming the image file when there is one.
+
+    Pillow's own message names a ``BytesIO`` object, so it is only kept as a detail for a
+    recognised but damaged image ("image file is truncated ...").
+    """
+    from PIL import UnidentifiedImageError
+
+    what = f"{image} is not" if image else "not"
+    detail = "" if isinstance(err, UnidentifiedImageError) or "<_io." in str(err) else f": {err}"
+    return f"{what} a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})"
+
+
 def image_extension(data: bytes) -> str:
     """File extension for encoded image bytes, from their magic number."""
     if data[:3] == b"\xff\xd8\xff":
