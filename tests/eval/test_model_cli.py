@@ -121,7 +121,7 @@ def test_a_missing_model_folder_is_named_before_any_hub_lookup(tmp_path):
     from rlhfv.eval.generate import load_model
 
     missing = tmp_path / "no-such-model"
-    with pytest.raises(InputError, match="no such processor directory") as err:
+    with pytest.raises(InputError, match="no such model directory") as err:
         load_model(str(missing), device="cpu")
     assert str(missing) in str(err.value)
 

@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from rlhfv.data.io import sniff_format
-    from rlhfv.data.prepare import EXAMPLE_PATH, TINY_PROCESSORS, load_processor, prepare, resolve_input
+    from rlhfv.data.prepare import EXAMPLE_PATH, TINY_MODELS, load_processor, prepare, resolve_input
     from rlhfv.data.pretrained import resolve_source
     from rlhfv.errors import InputError
 
@@ -136,7 +136,7 @@ def _prepare(args: argparse.Namespace) -> int:
     processor = load_processor(args.processor)
     # recorded for `rlhfv data show`: a local folder by its absolute path, found from anywhere
     name = args.processor
-    if name not in TINY_PROCESSORS:
+    if name not in TINY_MODELS:
         name = resolve_source(name, field="--processor", what="processor")
     summary = prepare(
         source,

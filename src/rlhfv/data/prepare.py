@@ -30,7 +30,8 @@ from rlhfv.errors import InputError
 METADATA_FILE = "rlhfv_prepared.json"
 FORMAT_VERSION = 1
 EXAMPLE_PATH = Path(__file__).parent / "example" / "corrections.jsonl"
-TINY_PROCESSORS = {
+# `--processor` / `--model` names of the tiny built-ins (rlhfv.tiny): name -> architecture
+TINY_MODELS = {
     "tiny-llava": "llava",
     "tiny-llava-next": "llava_next",
     "tiny-qwen2-vl": "qwen2_vl",
@@ -67,10 +68,10 @@ def resolve_input(spec: str | Path) -> Path:
 def load_processor(spec: str):
     """A processor from ``spec``: a tiny built-in (``tiny-llava``...), a local folder saved
     with ``save_pretrained``, or a hub id (``AutoProcessor.from_pretrained``)."""
-    if spec in TINY_PROCESSORS:
+    if spec in TINY_MODELS:
         from rlhfv.tiny import build_tiny
 
-        return build_tiny(TINY_PROCESSORS[spec])[1]
+        return build_tiny(TINY_MODELS[spec])[1]
     from transformers import AutoProcessor
 
     from rlhfv.data.pretrained import load_pretrained
@@ -80,7 +81,7 @@ def load_processor(spec: str):
         spec,
         field="--processor",
         what="processor",
-        hint=f"; give a folder saved with save_pretrained, a hub id, or one of {', '.join(TINY_PROCESSORS)}",
+        hint=f"; give a folder saved with save_pretrained, a hub id, or one of {', '.join(TINY_MODELS)}",
     )
 
 

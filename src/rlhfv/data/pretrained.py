@@ -128,6 +128,7 @@ def load_model_and_processor(spec: str | os.PathLike, *, dtype: Any = "auto", fi
     saved from it records a base model that loads from any directory)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    resolve_source(spec, field=field, what="model")  # a missing folder is named as the model's
     processor = load_pretrained(
         lambda source, **kw: AutoProcessor.from_pretrained(source, **kw), spec, field=field, what="processor"
     )

@@ -117,14 +117,6 @@ def _resolve_config(args: argparse.Namespace):
     return load_config(args.config, overrides, preset=args.preset)
 
 
-TINY_MODELS = {
-    "tiny-llava": "llava",
-    "tiny-llava-next": "llava_next",
-    "tiny-qwen2-vl": "qwen2_vl",
-    "tiny-idefics3": "idefics3",
-}
-
-
 def load_model(name: str, dtype: str = "float32"):
     """``(model, processor)`` through the Auto classes; a missing path or id is an InputError.
 
@@ -136,14 +128,14 @@ def load_model(name: str, dtype: str = "float32"):
 
     import torch
 
-    from rlhfv.data.pretrained import load_model_and_processor, resolve_source
+    from rlhfv.data.prepare import TINY_MODELS
+    from rlhfv.data.pretrained import load_model_and_processor
 
     if name in TINY_MODELS and not Path(name).exists():
         from rlhfv.tiny import build_tiny
 
         model, processor = build_tiny(TINY_MODELS[name])
         return model.train(), processor
-    resolve_source(name, field="--model", what="model")  # a missing folder is named as such at once
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     # a local folder is loaded by its absolute path: a LoRA adapter saved from it records
     # that path as its base model, which then loads from any directory
@@ -194,12 +186,9 @@ def _run(args: argparse.Namespace) -> int:
     if not Path(args.data).is_dir():
         raise InputError("prepared data directory not found", path=args.data, field="--data")
     config = _resolve_config(args)
-    from rlhfv.ddpo.trainer import Trainer, refuse_earlier_run
+    from rlhfv.ddpo.trainer import Trainer, check_output_use
 
-    if args.overwrite and args.resume:
-        raise InputError("resume a run or overwrite it, not both", field="--overwrite", reason="usage")
-    if not args.overwrite and not args.resume:
-        refuse_earlier_run(args.output)  # before a large model loads
+    check_output_use(args.output, resume=args.resume, overwrite=args.overwrite)  # before the model loads
 
     with library_progress_bars(not args.no_progress):
         model, processor = load_model(args.model, args.dtype)

@@ -315,8 +315,7 @@ class Trainer:
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
-        if overwrite and resume_from is not None:
-            raise InputError("resume a run or overwrite it, not both", field="--overwrite", reason="usage")
+        _refuse_resume_and_overwrite(resume_from, overwrite)
         self.config = config
         self.model = model
         self.processor = processor
@@ -872,6 +871,19 @@ def refuse_earlier_run(output_dir: str | Path) -> None:
             field="--output",
             reason="output_exists",
         )
+
+
+def _refuse_resume_and_overwrite(resume: str | Path | None, overwrite: bool) -> None:
+    if overwrite and resume is not None:
+        raise InputError("resume a run or overwrite it, not both", field="--overwrite", reason="usage")
+
+
+def check_output_use(output_dir: str | Path, *, resume: str | Path | None, overwrite: bool) -> None:
+    """Before any work (the CLI calls it before a large model loads; the trainer checks again):
+    resume or overwrite, not both; a fresh run needs an ``output_dir`` without an earlier run."""
+    _refuse_resume_and_overwrite(resume, overwrite)
+    if resume is None and not overwrite:
+        refuse_earlier_run(output_dir)
 
 
 def clear_previous_run(output_dir: Path) -> None:
