@@ -269,4 +269,4 @@ def test_cli_chair_reads_a_json_array_like_jsonl(tmp_path, capsys):
         results.append(json.loads(capsys.readouterr().out))
     examples = [r.pop("problems")["invalid_json"]["examples"] for r in results]
     assert results[0] == results[1] and results[0]["n_responses"] == 2
-    assert examples == [[f"{as_array}: row 3: not a JSON object"], [f"{as_lines}: row 3: not a JSON object"]]
+    assert examples == [[f"{as_array}: item 3: not a JSON object"], [f"{as_lines}: row 3: not a JSON object"]]

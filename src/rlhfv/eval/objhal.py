@@ -31,7 +31,7 @@ from rlhfv.eval.chair import (
 )
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.objects import ObjectExtractor, coco_extractor
-from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines
+from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines, read_records
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,9 @@ class Responses:
 
 
 def load_responses(path: str | Path) -> Responses:
-    """(image_id, response) pairs from JSONL; rows without the fields are counted."""
+    """(image_id, response) pairs from JSONL (or a ``.json`` list); rows without the fields are counted."""
     out = Responses([], [], Problems())
-    for row, obj in iter_jsonl(path, out.problems):
+    for row, obj in read_records(path, out.problems):
         if "image_id" not in obj or "response" not in obj:
             missing = "image_id" if "image_id" not in obj else "response"
             out.problems.add("missing_field", f"{path}: row {row}: no {missing!r}")

@@ -70,28 +70,21 @@ def read_json(path: str | Path) -> Any:
 
 
 def iter_jsonl(path: str | Path, problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number from 1, object) per line; blank lines skipped; bad lines counted.
-
-    A file holding one JSON array of objects (what ``json.dump(list)`` writes) is read
-    too, its elements numbered as rows from 1."""
+    """(row number from 1, object) per line; blank lines skipped; bad lines counted."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise InputError(f"cannot read file: {err.strerror}", path=str(path), reason="unreadable") from err
     except UnicodeDecodeError as err:
         raise InputError("not UTF-8 text", path=str(path), reason="unreadable") from err
-    rows: list[tuple[int, Any]] = []
-    whole = _json_array(text)
-    if whole is not None:
-        rows = list(enumerate(whole, start=1))
-    for row, line in enumerate(text.splitlines() if whole is None else [], start=1):
+    for row, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append((row, json.loads(line)))
+            obj = json.loads(line)
         except json.JSONDecodeError as err:
             problems.add("invalid_json", f"{path}: row {row}: {err.msg}")
-    for row, obj in rows:
+            continue
         if not isinstance(obj, dict):
             problems.add("invalid_json", f"{path}: row {row}: not a JSON object")
             continue
@@ -126,14 +119,3 @@ def read_records(path: str | Path, problems: Problems) -> list[tuple[int, dict[s
                 problems.add("invalid_json", f"{path}: item {row}: not a JSON object")
         return out
     return list(iter_jsonl(path, problems))
-
-
-def _json_array(text: str) -> list[Any] | None:
-    """``text`` parsed as one JSON array, or None when it is not one (e.g. JSONL)."""
-    if not text.lstrip().startswith("["):
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, list) else None
