@@ -150,7 +150,7 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
         rows.append({"model": name, **metrics})
     lap("evaluate", t)
 
-    eval_scenes, _ = eval_set(config.n_eval, config.seed)
+    eval_scenes, eval_prompts = eval_set(config.n_eval, config.seed)  # what evaluate_model answered
     summary = {
         "results": rows,
         # misperceptions (a hallucinated object in a present one's place) vs the co-occurrence bias
@@ -160,7 +160,7 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
         "seconds": round(time.time() - start, 1),
         "config": asdict(config),
     }
-    write_outputs(output, summary, corrections, answers, config)
+    write_outputs(output, summary, corrections, answers, eval_scenes, eval_prompts)
     return summary
 
 
@@ -184,14 +184,15 @@ def write_outputs(
     summary: dict[str, Any],
     corrections: list[Correction],
     answers: dict[str, list[str]],
-    config: DemoConfig,
+    scenes: list[Scene],
+    prompts: list[str],
 ) -> None:
+    """results.json, summary.json, answers.jsonl (``answers[model][i]`` about ``scenes[i]``
+    asked with ``prompts[i]``), rates.png and report.html in ``output``."""
     from rlhfv.eval.metrics import json_safe
-    from rlhfv.scenes.pipeline import eval_set
 
     (output / "results.json").write_text(json.dumps(json_safe(summary["results"]), indent=2) + "\n")
     (output / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    scenes, prompts = eval_set(config.n_eval, config.seed)
     with (output / "answers.jsonl").open("w") as f:
         for i, (scene, prompt) in enumerate(zip(scenes, prompts, strict=True)):
             row = {"index": i, "prompt": prompt, "scene": scene.to_dict()}
