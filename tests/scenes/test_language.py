@@ -16,12 +16,13 @@ from rlhfv.scenes.language import (
     claims_of,
     describe,
     facts_of,
+    noun_class,
     parse_answer,
     render_sentence,
     scene_facts,
     world_vocabulary,
 )
-from rlhfv.scenes.world import Scene, SceneObject, scene_for
+from rlhfv.scenes.world import OBJECT_CLASSES, Scene, SceneObject, scene_for
 from tests.scenes.strategies import scenes
 
 
@@ -126,3 +127,11 @@ def test_subset_captions_cover_every_size():
     rng = random.Random(0)
     sizes = {len(caption_objects(scene, rng).objects) for _ in range(300)}
     assert sizes == set(range(1, len(scene.objects) + 1))
+
+
+def test_noun_class_maps_singular_and_plural_nouns_and_nothing_else():
+    assert noun_class("houses") == "house"
+    assert noun_class("Mushroom") == "mushroom"
+    assert noun_class("red") is None and noun_class("the") is None
+    # every class is reachable from its own name
+    assert all(noun_class(cls) == cls for cls in OBJECT_CLASSES)

@@ -95,6 +95,11 @@ _NOUN_CLASS: dict[str, str] = {s: s for s in OBJECT_CLASSES} | {p: s for s, p in
 _SLOT = re.compile(r"\{(N|C|O|P|BE|V:\w+)\}")
 
 
+def noun_class(word: str) -> str | None:
+    """The object class a noun names ("houses" -> "house"), or None for other words."""
+    return _NOUN_CLASS.get(word.lower())
+
+
 @dataclass(frozen=True)
 class Claim:
     """What one sentence says about one object; ``spans`` are absolute ``[start, end)`` per slot.
@@ -251,7 +256,7 @@ def _parse_sentence(answer: str, start: int, end: int) -> tuple[Claim, ...]:
     # outside the grammar: every object noun it names (no attributes)
     claims = []
     for w in _WORD.finditer(text):
-        cls = _NOUN_CLASS.get(w.group().lower())
+        cls = noun_class(w.group())
         if cls is not None:
             claims.append(Claim(cls=cls, spans={"O": (start + w.start(), start + w.end())}))
     return tuple(claims)
