@@ -73,7 +73,16 @@ def test_hallucination_kinds_hand_worked():
         "Two red balls are in the top left. A green tree is in the center.",
     ]
     kinds = hallucination_kinds(answers, [SCENE] * 3)
-    assert kinds == {"answers": 3, "same_count_answers": 2, "hallucinated": 3, "partner": 2}
+    # the box (red, like the unnamed ball) and the house (last claim, red like the unnamed
+    # ball) in the first answer; the house (last claim, red, the unnamed tree is green) in the second
+    assert kinds == {
+        "answers": 3,
+        "same_count_answers": 2,
+        "hallucinated": 3,
+        "partner": 2,
+        "last_claim": 2,
+        "colour_of_missed": 2,
+    }
 
 
 def test_partner_of_is_symmetric():

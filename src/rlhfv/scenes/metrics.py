@@ -120,15 +120,28 @@ def hallucination_kinds(answers: Sequence[str], scenes: Sequence[Scene]) -> dict
     """Where the hallucinated objects come from, counted over ``answers[i]`` about ``scenes[i]``.
 
     ``hallucinated``: distinct absent classes named per answer, summed; of those ``partner``:
-    the usual partner of a present object (the co-occurrence bias). ``same_count_answers``:
+    the usual partner of a present object (the co-occurrence bias); ``last_claim``: named in
+    the answer's last object claim; ``colour_of_missed``: claimed in the colour of a present
+    object the answer does not name (an object seen but misnamed). ``same_count_answers``:
     answers with exactly one object claim per scene object; a hallucination there took a
     present object's place (a misperception) rather than being added to the description.
     """
-    kinds = {"answers": len(answers), "same_count_answers": 0, "hallucinated": 0, "partner": 0}
+    kinds = dict.fromkeys(
+        ("answers", "same_count_answers", "hallucinated", "partner", "last_claim", "colour_of_missed"), 0
+    )
+    kinds["answers"] = len(answers)
     for answer, scene in zip(answers, scenes, strict=True):
-        claimed = [c.cls for c in claims_of(answer)]
-        kinds["same_count_answers"] += len(claimed) == len(scene.objects)
+        claims = claims_of(answer)
+        kinds["same_count_answers"] += len(claims) == len(scene.objects)
+        named = {c.cls for c in claims}
+        missed_colours = {o.colour for o in scene.objects if o.cls not in named}
+        first_claim = {}
+        for index, claim in enumerate(claims):
+            first_claim.setdefault(claim.cls, (index, claim))
         for cls in {cls for _, _, cls in hallucinated_spans(answer, scene)}:
             kinds["hallucinated"] += 1
             kinds["partner"] += partner_of(cls) in scene.classes
+            index, claim = first_claim.get(cls, (None, None))
+            kinds["last_claim"] += index == len(claims) - 1
+            kinds["colour_of_missed"] += claim is not None and claim.colour in missed_colours
     return kinds
