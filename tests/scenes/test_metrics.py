@@ -89,3 +89,17 @@ def test_partner_of_is_symmetric():
     for a, b in PARTNERS:
         assert partner_of(a) == b and partner_of(b) == a
     assert partner_of("ball") is None
+
+
+@given(scenes(), scenes(), st.integers(0, 2**31))
+@settings(max_examples=100, deadline=None)
+def test_hallucination_kinds_are_parts_of_the_hallucinated(described, shown, seed):
+    # a description of one scene read against another: every absent class it names counts once
+    answer = describe(described, random.Random(seed))
+    kinds = hallucination_kinds([answer], [shown])
+    absent = described.classes - shown.classes
+    assert kinds["hallucinated"] == len(absent)
+    assert kinds["last_claim"] <= 1 and kinds["same_count_answers"] <= 1
+    for kind in ("partner", "last_claim", "colour_of_missed"):
+        assert 0 <= kinds[kind] <= kinds["hallucinated"]
+    assert hallucination_kinds([answer], [described])["hallucinated"] == 0

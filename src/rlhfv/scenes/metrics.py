@@ -135,13 +135,10 @@ def hallucination_kinds(answers: Sequence[str], scenes: Sequence[Scene]) -> dict
         kinds["same_count_answers"] += len(claims) == len(scene.objects)
         named = {c.cls for c in claims}
         missed_colours = {o.colour for o in scene.objects if o.cls not in named}
-        first_claim = {}
-        for index, claim in enumerate(claims):
-            first_claim.setdefault(claim.cls, (index, claim))
         for cls in {cls for _, _, cls in hallucinated_spans(answer, scene)}:
             kinds["hallucinated"] += 1
             kinds["partner"] += partner_of(cls) in scene.classes
-            index, claim = first_claim.get(cls, (None, None))
-            kinds["last_claim"] += index == len(claims) - 1
-            kinds["colour_of_missed"] += claim is not None and claim.colour in missed_colours
+            kinds["last_claim"] += bool(claims) and claims[-1].cls == cls
+            colour = next((c.colour for c in claims if c.cls == cls), None)  # as first claimed
+            kinds["colour_of_missed"] += colour in missed_colours
     return kinds
