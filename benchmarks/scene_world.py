@@ -33,43 +33,27 @@ import time
 from pathlib import Path
 
 
-def _train(config, name, sft_model, processor, prepared, output):
-    from rlhfv.ddpo.trainer import train_ddpo
-    from rlhfv.scenes.demo import _train_config
-
-    gamma, norm = (config.ddpo_gamma, "mean") if name == "ddpo" else (1.0, "sum")
-    result = train_ddpo(
-        _train_config(config, gamma=gamma, normalisation=norm),
-        copy.deepcopy(sft_model),
-        processor,
-        prepared,
-        output,
-        overwrite=True,  # a rerun of the benchmark replaces its own earlier runs
-    )
-    return result.model.eval()
-
-
-def run_seed(seed: int, sweep: list[int], n_eval: int, out: Path) -> dict:
+def run_seed(seed: int, sweep: list[int], n_eval: int, out: Path, sft_model: str | None = None) -> dict:
     """SFT baseline, DDPO at each sweep size, DPO at the largest, for one seed."""
     import torch
 
-    from rlhfv.scenes.demo import DemoConfig
-    from rlhfv.scenes.model import load_scene_model
+    from rlhfv.scenes.demo import DemoConfig, train_arm
+    from rlhfv.scenes.model import CHECKPOINT_DIR, load_scene_model
     from rlhfv.scenes.pipeline import collect_corrections, evaluate_model, prepare_corrections
 
     config = DemoConfig(seed=seed)
-    sft, processor = load_scene_model()
+    sft, processor = load_scene_model(sft_model or CHECKPOINT_DIR)
     corrections, counts = collect_corrections(sft, processor, max(sweep), seed=seed)
     rows = {}
     with torch.inference_mode():
         rows["sft"], _ = evaluate_model(sft, processor, n_eval, seed=0)
     for n in sweep:
         prepared = prepare_corrections(corrections[:n], processor, out / f"seed{seed}" / f"data{n}")
-        model = _train(config, "ddpo", sft, processor, prepared, out / f"seed{seed}" / f"ddpo{n}")
+        model = train_arm(config, "ddpo", sft, processor, prepared, out / f"seed{seed}" / f"ddpo{n}")
         with torch.inference_mode():
             rows[f"ddpo_{n}"], _ = evaluate_model(model, processor, n_eval, seed=0)
         if n == max(sweep):
-            model = _train(config, "dpo", sft, processor, prepared, out / f"seed{seed}" / f"dpo{n}")
+            model = train_arm(config, "dpo", sft, processor, prepared, out / f"seed{seed}" / f"dpo{n}")
             with torch.inference_mode():
                 rows[f"dpo_{n}"], _ = evaluate_model(model, processor, n_eval, seed=0)
     return {"seed": seed, "feedback": counts, "rows": rows}
@@ -206,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         "--sft-scenes", type=int, default=12000, help="described scenes for the crop ablation"
     )
     parser.add_argument("--sft-epochs", type=float, default=2.0, help="epochs of each crop-ablation arm")
+    parser.add_argument(
+        "--sft-model", default=None, help="SFT model the DDPO runs start from (default: the shipped one)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
@@ -219,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     summary: dict = {"n_eval": args.n_eval}
     if args.seeds:
-        seeds = [run_seed(seed, sweep, args.n_eval, out) for seed in args.seeds]
+        seeds = [run_seed(seed, sweep, args.n_eval, out, args.sft_model) for seed in args.seeds]
         summary |= {"seeds": seeds, **summarise(seeds, sweep)}
         plot_sweep(seeds, sweep, out / "sweep.png")
     if args.crop_ablation:

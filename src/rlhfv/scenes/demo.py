@@ -95,11 +95,34 @@ def _train_config(config: DemoConfig, *, gamma: float, normalisation: str):
     )
 
 
+def train_arm(
+    config: DemoConfig, name: str, sft_model: Any, processor: Any, prepared: Path, output: Path
+) -> Any:
+    """The trained policy of one arm, ``"ddpo"`` (gamma 5, weighted mean) or ``"dpo"`` (gamma 1,
+    weighted sum), started from a copy of ``sft_model`` (which stays the reference); eval mode."""
+    from rlhfv.ddpo.trainer import train_ddpo
+
+    gamma, normalisation = {"ddpo": (config.ddpo_gamma, "mean"), "dpo": (1.0, "sum")}[name]
+    trainer_log, skip_notice = logging.getLogger("rlhfv.ddpo.trainer"), _SkipGammaNotice()
+    trainer_log.addFilter(skip_notice)
+    try:
+        result = train_ddpo(
+            _train_config(config, gamma=gamma, normalisation=normalisation),
+            copy.deepcopy(sft_model),
+            processor,
+            prepared,
+            output,
+            overwrite=True,  # the caller owns its output folder: a rerun replaces the last one
+        )
+    finally:
+        trainer_log.removeFilter(skip_notice)
+    return result.model.eval()
+
+
 def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
     """Run every stage; returns ``{"results": rows, "feedback": counts, "seconds": ...}``."""
     import torch
 
-    from rlhfv.ddpo.trainer import train_ddpo
     from rlhfv.scenes.metrics import hallucination_kinds
     from rlhfv.scenes.model import CHECKPOINT_DIR, has_shipped_checkpoint, load_scene_model
     from rlhfv.scenes.pipeline import (
@@ -138,22 +161,8 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
 
     print("[4/5] training DDPO (gamma 5, weighted mean) and DPO (gamma 1, weighted sum)", flush=True)
     trained = {}
-    for name, gamma, norm in (("ddpo", config.ddpo_gamma, "mean"), ("dpo", 1.0, "sum")):
-        policy = copy.deepcopy(sft_model)  # the frozen SFT model stays the reference and baseline
-        trainer_log, skip_notice = logging.getLogger("rlhfv.ddpo.trainer"), _SkipGammaNotice()
-        trainer_log.addFilter(skip_notice)
-        try:
-            result = train_ddpo(
-                _train_config(config, gamma=gamma, normalisation=norm),
-                policy,
-                processor,
-                prepared,
-                output / name,
-                overwrite=True,  # the demo owns its output folder: a rerun replaces the last one
-            )
-        finally:
-            trainer_log.removeFilter(skip_notice)
-        trained[name] = result.model.eval()
+    for name in ("ddpo", "dpo"):
+        trained[name] = train_arm(config, name, sft_model, processor, prepared, output / name)
     t = lap("train", t)
 
     print(f"[5/5] evaluating on {config.n_eval} held-out scenes and prompts", flush=True)
