@@ -313,6 +313,22 @@ def test_too_little_data_is_an_input_error(tmp_path, tiny_llava):
         ).train()
 
 
+@pytest.mark.parametrize(
+    ("gamma", "normalisation", "noticed"), [(3.0, "mean", True), (1.0, "mean", True), (1.0, "sum", False)]
+)
+def test_a_gamma_other_than_the_data_records_is_noticed_unless_vanilla_dpo(
+    tmp_path, tiny_llava, caplog, gamma, normalisation, noticed
+):
+    model, processor = tiny_llava
+    dataset, metadata = make_prepared(processor, 4)
+    config = fast_config(per_device_batch_size=8, gamma=gamma, normalisation=normalisation)
+    # too little data: the run stops after the settings are checked, before any step
+    with pytest.raises(InputError, match="fewer than one global batch"):
+        Trainer(config, model, processor, (dataset, metadata | {"gamma": 5.0}), tmp_path).train()
+    notices = [r for r in caplog.records if "the prepared data records gamma 5.0" in r.getMessage()]
+    assert len(notices) == noticed
+
+
 def test_gradient_accumulation_invariance(tmp_path, tiny_llava):
     """batch 1 x accumulation 4 == batch 4 x accumulation 1 (the DPO loss is a mean over pairs)."""
     model, processor = tiny_llava

@@ -599,7 +599,14 @@ class Trainer:
 
     def _warn_if_gamma_differs(self) -> None:
         recorded = self.metadata.get("gamma")
-        if self.objective_name == "ddpo" and recorded is not None and float(recorded) != self.config.gamma:
+        # gamma 1 with the sum is vanilla DPO: leaving the recorded token weights unused is the point
+        vanilla_dpo = self.config.gamma == 1.0 and self.config.normalisation == "sum"
+        if (
+            self.objective_name == "ddpo"
+            and recorded is not None
+            and not vanilla_dpo
+            and float(recorded) != self.config.gamma
+        ):
             logger.warning(
                 "the prepared data records gamma %s (rlhfv data prepare --gamma) but the training config "
                 "says %s; training uses %s (--set gamma=%s follows the data)",

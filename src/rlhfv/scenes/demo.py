@@ -24,7 +24,6 @@ import base64
 import copy
 import html
 import json
-import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -68,14 +67,6 @@ class DemoConfig:
         return replace(base, **overrides)
 
 
-class _SkipGammaNotice(logging.Filter):
-    """Drops the trainer's "data records gamma 5 but training uses 1" notice: for the demo's
-    vanilla DPO arm, gamma 1 on data prepared for DDPO is the point, not a mistake."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("the prepared data records gamma")
-
-
 def _train_config(config: DemoConfig, *, gamma: float, normalisation: str):
     from rlhfv.ddpo.config import TrainConfig
 
@@ -103,19 +94,14 @@ def train_arm(
     from rlhfv.ddpo.trainer import train_ddpo
 
     gamma, normalisation = {"ddpo": (config.ddpo_gamma, "mean"), "dpo": (1.0, "sum")}[name]
-    trainer_log, skip_notice = logging.getLogger("rlhfv.ddpo.trainer"), _SkipGammaNotice()
-    trainer_log.addFilter(skip_notice)
-    try:
-        result = train_ddpo(
-            _train_config(config, gamma=gamma, normalisation=normalisation),
-            copy.deepcopy(sft_model),
-            processor,
-            prepared,
-            output,
-            overwrite=True,  # the caller owns its output folder: a rerun replaces the last one
-        )
-    finally:
-        trainer_log.removeFilter(skip_notice)
+    result = train_ddpo(
+        _train_config(config, gamma=gamma, normalisation=normalisation),
+        copy.deepcopy(sft_model),
+        processor,
+        prepared,
+        output,
+        overwrite=True,  # the caller owns its output folder: a rerun replaces the last one
+    )
     return result.model.eval()
 
 
