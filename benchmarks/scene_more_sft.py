@@ -19,6 +19,8 @@ import json
 import time
 from pathlib import Path
 
+from rlhfv.scenes.pipeline import CAPTIONS  # torch-free: --help stays fast
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -34,7 +36,7 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=4, help="scene seed (default 4: the shipped model saw 0-3)"
     )
-    parser.add_argument("--captions", choices=("all", "subset"), default="subset")
+    parser.add_argument("--captions", choices=CAPTIONS, default="subset")
     parser.add_argument("--eval-scenes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

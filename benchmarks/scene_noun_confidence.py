@@ -53,11 +53,10 @@ def noun_confidences(model_dir: str | None, n_scenes: int, seed: int = 0) -> dic
         new_tokens = generated.sequences[:, inputs["input_ids"].shape[1] :]
         probs = torch.stack(generated.scores, dim=1).softmax(-1)
         for b, scene in enumerate(batch):
-            present = {o.cls for o in scene.objects}
             for t, token_id in enumerate(new_tokens[b].tolist()):
                 cls = noun_class(tokenizer.convert_ids_to_tokens(token_id))
                 if cls is not None:
-                    side = "present" if cls in present else "hallucinated"
+                    side = "present" if cls in scene.classes else "hallucinated"
                     out[side].append(probs[b, t, token_id].item())
     return out
 
