@@ -10,6 +10,10 @@ Run the demo on it to see what DDPO adds to a better-trained model::
 
 Measured (docs/scene_world.md): one more epoch takes the shipped model from 0.187 to 0.113
 ``chair_s_mentioned`` (193 s on 2 threads), and DDPO on it then stays at 0.113.
+
+With ``--base`` the previous checkpoint v4 (git history) and ``--seed 3`` it follows the recipe of the
+shipped model's last pass; ``--seed`` and ``--partner-text-prob`` vary it (the SFT-model
+trials in docs/scene_world.md).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ def main() -> None:
         "--seed", type=int, default=4, help="scene seed (default 4: the shipped model saw 0-3)"
     )
     parser.add_argument("--captions", choices=CAPTIONS, default="subset")
+    parser.add_argument(
+        "--partner-text-prob",
+        type=float,
+        default=0.0,
+        help="share of captions that also name an absent usual partner right after its anchor (default 0)",
+    )
     parser.add_argument("--eval-scenes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -57,7 +67,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.time()
     model, processor = load_scene_model(args.base or CHECKPOINT_DIR)
-    data = sft_corrections(args.scenes, args.seed, captions=args.captions)
+    data = sft_corrections(
+        args.scenes, args.seed, captions=args.captions, partner_text_prob=args.partner_text_prob
+    )
     prepared = prepare_corrections(data, processor, args.output / "data")
     model = sft_pass(
         model,

@@ -135,3 +135,18 @@ def test_noun_class_maps_singular_and_plural_nouns_and_nothing_else():
     assert noun_class("red") is None and noun_class("the") is None
     # every class is reachable from its own name
     assert all(noun_class(cls) == cls for cls in OBJECT_CLASSES)
+
+
+@given(scenes(), st.integers(0, 2**31))
+@settings(max_examples=150, deadline=None)
+def test_follow_names_an_extra_object_right_after_its_anchor(scene, seed):
+    assert describe(scene, random.Random(seed), follow={}) == describe(scene, random.Random(seed))
+    anchor = scene.objects[seed % len(scene.objects)]
+    extra_cls = next(c for c in OBJECT_CLASSES if c not in scene.classes)
+    extra = SceneObject(extra_cls, "pink", 1, anchor.position)  # the cell need not be free in text
+    text = describe(scene, random.Random(seed), follow={anchor.cls: extra})
+    claims = claims_of(text)
+    assert len(claims) == len(scene.objects) + 1
+    k = [c.cls for c in claims].index(extra_cls)
+    assert k > 0 and claims[k - 1].cls == anchor.cls
+    assert facts_of(text) == scene_facts(scene) | {(extra_cls, "pink", 1, anchor.position)}

@@ -16,12 +16,16 @@ from rlhfv.scenes.world import (
     OBJECT_CLASSES,
     PARTNERS,
     POSITIONS,
+    TYPICAL_COLOUR,
     Scene,
     SceneObject,
     WorldConfig,
+    absent_partner,
+    partner_of,
     sample_scene,
     scene_for,
 )
+from tests.scenes.strategies import scenes
 
 
 def test_vocabulary_is_big_enough():
@@ -149,3 +153,39 @@ def test_random_crop_can_cut_objects_out():
     assert all(c.size == image.size for c in cropped)
     yellow = [any(p[0] > 200 and p[1] > 180 and p[2] < 100 for p in c.getdata()) for c in cropped]
     assert not all(yellow)  # some crops lose the sun while a description still names it
+
+
+def test_absent_partner_hand_worked():
+    tree = SceneObject("tree", "red", 2, "top left")
+    house = SceneObject("house", "blue", 1, "middle left")
+    ball = SceneObject("ball", "green", 1, "top center")  # no partner
+    rng = random.Random(0)
+    # the house is there: nothing to name from habit
+    assert absent_partner(Scene((tree, house, ball)), [tree, ball], rng) is None
+    # no house: the tree's partner, its usual colour, one copy, in the only free cell beside the tree
+    anchor, partner = absent_partner(Scene((tree, ball)), [ball, tree], rng)
+    assert anchor == "tree"
+    assert partner == SceneObject("house", TYPICAL_COLOUR["house"], 1, "middle left")
+    assert absent_partner(Scene((ball,)), [ball], rng) is None
+
+
+@given(scenes(), st.integers(0, 2**31))
+@settings(max_examples=200, deadline=None)
+def test_absent_partner_is_absent_free_and_beside_its_anchor(scene, seed):
+    named = list(scene.objects)[: 1 + seed % len(scene.objects)]
+    found = absent_partner(scene, named, random.Random(seed))
+    candidates = [o for o in named if partner_of(o.cls) and partner_of(o.cls) not in scene.classes]
+    if not candidates or len(scene.objects) == len(POSITIONS):
+        assert found is None
+        return
+    anchor_cls, partner = found
+    anchor = candidates[0]
+    assert anchor_cls == anchor.cls and partner.cls == partner_of(anchor.cls)
+    used = {o.position for o in scene.objects}
+    assert partner.position not in used and partner.count == 1
+    row, col = divmod(POSITIONS.index(anchor.position), 3)
+    beside = {
+        p for p in POSITIONS if abs(POSITIONS.index(p) // 3 - row) + abs(POSITIONS.index(p) % 3 - col) == 1
+    }
+    if beside - used:
+        assert partner.position in beside

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rlhfv.scenes.world import COLOURS, OBJECT_CLASSES, POSITIONS, Scene, SceneObject
@@ -212,8 +213,18 @@ def render_sentence(template: str, obj: SceneObject, rng: random.Random | None =
     return text[0].upper() + text[1:]
 
 
-def describe(scene: Scene, rng: random.Random, *, outro_prob: float = 0.5) -> str:
-    """A paragraph describing every object of ``scene`` once, in a random order and wording."""
+def describe(
+    scene: Scene,
+    rng: random.Random,
+    *,
+    outro_prob: float = 0.5,
+    follow: Mapping[str, SceneObject] | None = None,
+) -> str:
+    """A paragraph describing every object of ``scene`` once, in a random order and wording.
+
+    ``follow`` maps a class to an object the paragraph names right after it (a caption that
+    names a usual partner from habit, ``rlhfv.scenes.world.absent_partner``).
+    """
     objects = list(scene.objects)
     if rng.random() < 0.5:
         objects.sort(key=lambda o: POSITIONS.index(o.position))  # reading order
@@ -223,6 +234,8 @@ def describe(scene: Scene, rng: random.Random, *, outro_prob: float = 0.5) -> st
     for i, obj in enumerate(objects):
         template = rng.choice(FIRST_TEMPLATES if i == 0 else TEMPLATES)
         sentences.append(render_sentence(template, obj, rng))
+        if follow and obj.cls in follow:
+            sentences.append(render_sentence(rng.choice(TEMPLATES), follow[obj.cls], rng))
     if rng.random() < outro_prob:
         sentences.append(rng.choice(OUTROS))
     return " ".join(sentences)

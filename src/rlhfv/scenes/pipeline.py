@@ -30,7 +30,7 @@ from rlhfv.scenes.annotator import annotate
 from rlhfv.scenes.language import TEST_PROMPTS, TRAIN_PROMPTS, caption_objects, describe
 from rlhfv.scenes.metrics import score_answers
 from rlhfv.scenes.render import render_scene
-from rlhfv.scenes.world import COLOURS, Scene, SceneObject, scene_for
+from rlhfv.scenes.world import COLOURS, Scene, SceneObject, absent_partner, scene_for
 
 # generation for sampling feedback answers and for evaluation (greedy: deterministic)
 MAX_NEW_TOKENS = 120
@@ -56,25 +56,38 @@ def _wrong_copy(scene: Scene, rng: random.Random) -> Scene:
 CAPTIONS = ("all", "subset")
 
 
-def sft_corrections(n: int, seed: int = 0, split: str = "sft", captions: str = "all") -> list[Correction]:
+def sft_corrections(
+    n: int, seed: int = 0, split: str = "sft", captions: str = "all", partner_text_prob: float = 0.0
+) -> list[Correction]:
     """``n`` supervised records: scene image, a training prompt, its description as chosen.
 
     ``captions="all"``: the description names every object; ``"subset"``: a random non-empty
     subset of them (:func:`rlhfv.scenes.language.caption_objects`), the image still shows all.
+    With probability ``partner_text_prob`` a caption also names, right after a named object, its
+    usual partner when the scene lacks it (:func:`rlhfv.scenes.world.absent_partner`): the
+    co-occurrence habit of real caption text, which names what usually goes with what it sees.
     """
     if captions not in CAPTIONS:
         raise ValueError(f"captions must be one of {CAPTIONS}, got {captions!r}")
+    if not 0.0 <= partner_text_prob <= 1.0:
+        raise ValueError(f"partner_text_prob must be in [0, 1], got {partner_text_prob}")
     rng = random.Random(seed)
     records = []
     for i in range(n):
         scene = scene_for(split, i, seed)
         described = caption_objects(scene, rng) if captions == "subset" else scene
+        follow: dict[str, SceneObject] = {}  # anchor class -> the absent partner named after it
+        if partner_text_prob > 0 and rng.random() < partner_text_prob:
+            found = absent_partner(scene, described.objects, rng)
+            if found is not None:
+                anchor_cls, partner = found
+                follow[anchor_cls] = partner
         records.append(
             Correction(
                 image=png_bytes(scene),
                 question=rng.choice(TRAIN_PROMPTS),
                 original=describe(_wrong_copy(described, rng), rng),
-                corrected=describe(described, rng),
+                corrected=describe(described, rng, follow=follow),
                 annotator="scene-world-grammar",
                 source={"world": "scenes", "split": split, "index": i},
                 id=f"{split}-{seed}-{i}",
@@ -103,9 +116,10 @@ class SFTSettings:
     ``epochs`` at ``learning_rate``, then for each further pass ``k`` ``n_scenes`` fresh
     scenes (seed + k) for ``second_epochs`` at ``second_learning_rate`` (0 epochs: skip);
     then a last pass of ``subset_epochs`` on fresh scenes (seed + passes) whose captions
-    name a random subset of the objects (0: skip). The third pass made the model look at
-    the image (position error 0.67 -> 0.46, recall 0.57 -> 0.85); the subset pass lets it
-    choose which objects to name, which is what DDPO can then correct (docs/scene_world.md).
+    name a random subset of the objects (0: skip), a share ``partner_text_prob`` of them also
+    naming an absent usual partner. The third pass made the model look at the image (position
+    error 0.67 -> 0.46, recall 0.57 -> 0.85); the subset pass lets it choose which objects to
+    name, which is what DDPO can then correct (docs/scene_world.md).
     """
 
     n_scenes: int = 24000
@@ -116,6 +130,9 @@ class SFTSettings:
     second_learning_rate: float = 1.5e-3
     passes: int = 3
     subset_epochs: float = 1.0
+    # P(a subset caption also names an absent usual partner right after its anchor); 0 for the
+    # shipped checkpoint (0.7 was tried: docs/scene_world.md)
+    partner_text_prob: float = 0.0
     image_pipeline: str = "pad"  # "random_crop": the untrustworthy augmentation
     seed: int = 0
 
@@ -154,7 +171,10 @@ def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
             (settings.subset_epochs, settings.second_learning_rate, settings.seed + settings.passes, "subset")
         )
     for k, (epochs, lr, seed, captions) in enumerate(passes):
-        data = sft_corrections(settings.n_scenes, seed, captions=captions)
+        partner_text_prob = settings.partner_text_prob if captions == "subset" else 0.0
+        data = sft_corrections(
+            settings.n_scenes, seed, captions=captions, partner_text_prob=partner_text_prob
+        )
         prepared = prepare_corrections(data, processor, output_dir / f"data{k}")
         model = sft_pass(model, processor, prepared, settings, epochs, lr, seed, output_dir / f"model{k}")
     return model, processor

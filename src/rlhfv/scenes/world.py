@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 # Each class is drawn as its own icon (rlhfv.scenes.render); singular -> plural noun.
@@ -198,6 +199,30 @@ _PARTNER_OF: dict[str, str] = {a: b for a, b in PARTNERS} | {b: a for a, b in PA
 def partner_of(cls: str) -> str | None:
     """The class that usually appears with ``cls`` (the co-occurrence bias), or None."""
     return _PARTNER_OF.get(cls)
+
+
+def absent_partner(
+    scene: Scene, named: Sequence[SceneObject], rng: random.Random
+) -> tuple[str, SceneObject] | None:
+    """The first of ``named`` whose usual partner is absent from ``scene``, with that partner as a
+    caption naming it from habit would: ``(anchor class, partner object)`` with the partner's usual
+    colour, one copy, in a free cell beside the anchor (any free cell if none). None if no such anchor.
+    """
+    present = scene.classes
+    used = {o.position for o in scene.objects}
+    free = [p for p in POSITIONS if p not in used]
+    if not free:
+        return None
+    for anchor in named:
+        partner = _PARTNER_OF.get(anchor.cls)
+        if partner is None or partner in present:
+            continue
+        row, col = divmod(POSITIONS.index(anchor.position), 3)
+        beside = [
+            p for p in free if abs(POSITIONS.index(p) // 3 - row) + abs(POSITIONS.index(p) % 3 - col) == 1
+        ]
+        return anchor.cls, SceneObject(partner, TYPICAL_COLOUR[partner], 1, rng.choice(beside or free))
+    return None
 
 
 def sample_scene(rng: random.Random, config: WorldConfig = WorldConfig(), seed: int = 0) -> Scene:
