@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a small run of every stage (about 20 s; the full demo takes 3-4 minutes)",
+        help="a small run of every stage (about 20 s; the full demo takes 3-5 minutes)",
     )
     p.add_argument(
         "--from-scratch",
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sft-model", default=None, help="start from this saved SFT model directory instead")
     p.add_argument("--output", default="rlhfv-demo", help="output directory (default: %(default)s)")
     p.add_argument("--corrections", type=int, default=None, help="number of corrections (default 1400)")
-    p.add_argument("--eval-scenes", type=int, default=None, help="held-out scenes to evaluate (default 300)")
+    p.add_argument("--eval-scenes", type=int, default=None, help="held-out scenes to evaluate (default 1000)")
     p.add_argument(
         "--seed",
         type=int,

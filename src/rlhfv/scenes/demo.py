@@ -44,7 +44,7 @@ class DemoConfig:
     """Sizes and hyper-parameters of one demo run (defaults: the full demo)."""
 
     n_corrections: int = 1400
-    n_eval: int = 300
+    n_eval: int = 1000  # standard error of a rate near 0.15: about 0.011 (0.021 at 300)
     epochs: float = 4.0
     batch_size: int = 16
     learning_rate: float = 3e-6
