@@ -119,6 +119,11 @@ TYPICAL_ROW: dict[str, int] = {
 }
 
 
+def cell_of(position: str) -> tuple[int, int]:
+    """``(row, column)`` of a grid position ("top left" .. "bottom right"), each 0..2."""
+    return divmod(POSITIONS.index(position), 3)
+
+
 @dataclass(frozen=True, order=True)
 class SceneObject:
     """One object of a scene: ``count`` copies of ``cls`` in ``colour`` in one grid cell."""
@@ -141,7 +146,7 @@ class SceneObject:
     @property
     def cell(self) -> tuple[int, int]:
         """``(row, column)`` of the object's grid cell, each 0..2."""
-        return divmod(POSITIONS.index(self.position), 3)
+        return cell_of(self.position)
 
 
 @dataclass(frozen=True)
@@ -210,17 +215,13 @@ def absent_partner(
     """
     present = scene.classes
     used = {o.position for o in scene.objects}
-    free = [p for p in POSITIONS if p not in used]
-    if not free:
-        return None
+    free = [p for p in POSITIONS if p not in used]  # never empty: MAX_OBJECTS < 9 cells
     for anchor in named:
         partner = _PARTNER_OF.get(anchor.cls)
         if partner is None or partner in present:
             continue
-        row, col = divmod(POSITIONS.index(anchor.position), 3)
-        beside = [
-            p for p in free if abs(POSITIONS.index(p) // 3 - row) + abs(POSITIONS.index(p) % 3 - col) == 1
-        ]
+        row, col = anchor.cell
+        beside = [p for p in free if abs(cell_of(p)[0] - row) + abs(cell_of(p)[1] - col) == 1]
         return anchor.cls, SceneObject(partner, TYPICAL_COLOUR[partner], 1, rng.choice(beside or free))
     return None
 
