@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--eval-scenes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if not 0.0 <= args.partner_text_prob <= 1.0:
+        parser.error(f"--partner-text-prob must be in [0, 1], got {args.partner_text_prob}")
 
     import torch
 
