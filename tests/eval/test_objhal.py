@@ -216,3 +216,30 @@ def test_load_questions_refuses_a_non_positive_limit(question_file):
     assert len(load_questions(question_file, limit=1)) == 1
     with pytest.raises(InputError, match="limit must be 1 or more"):
         load_questions(question_file, limit=0)
+
+
+def test_small_base64_images_are_data_not_file_names(tmp_path):
+    """A base64 PNG of a few hundred characters is too long for a file name: the OS refuses
+    to look it up (ENAMETOOLONG), which must read as "not a file", not as a broken image."""
+    import io
+
+    from PIL import Image
+
+    from rlhfv.eval.generate import is_image_file, load_image
+    from rlhfv.eval.objhal import check_question_images, load_questions
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
+    small = base64.b64encode(buf.getvalue()).decode()
+    noisy = io.BytesIO()
+    Image.effect_noise((12, 12), 60).convert("RGB").save(noisy, format="PNG")
+    mid = base64.b64encode(noisy.getvalue()).decode()
+    assert len(small) < 1024 and 255 < len(mid) < 1024  # between the file-name limit and the guard
+    for data in (small, mid):
+        assert not is_image_file(data, tmp_path)
+        assert load_image(data).size in ((64, 64), (12, 12))
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"image_id": "1", "question": "Describe.", "image": mid}) + "\n")
+    questions = load_questions(path)
+    check_question_images(questions, path)  # no InputError
+    assert questions[0].image == mid

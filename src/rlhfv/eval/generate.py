@@ -32,6 +32,17 @@ def generation_settings(preset: str = "reference", **overrides: Any) -> dict[str
     return {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
 
 
+def is_image_file(text: str, base_dir: str | Path | None = None) -> bool:
+    """Whether ``text`` names an existing file (relative to ``base_dir``); False for base64 data,
+    whose length or characters make it no valid file name (the OS refuses names over 255 bytes)."""
+    if len(text) >= 1024:
+        return False
+    try:
+        return Path(base_dir, text).is_file() if base_dir is not None else Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_image(source: Any, *, base_dir: str | Path | None = None):
     """A PIL RGB image from a PIL image, raw bytes, a path, or a base64 string."""
     from PIL import Image, UnidentifiedImageError
@@ -42,9 +53,8 @@ def load_image(source: Any, *, base_dir: str | Path | None = None):
         if isinstance(source, (bytes, bytearray)):
             return Image.open(io.BytesIO(source)).convert("RGB")
         text = str(source)
-        path = Path(base_dir, text) if base_dir is not None else Path(text)
-        if len(text) < 1024 and path.is_file():
-            return Image.open(path).convert("RGB")
+        if is_image_file(text, base_dir):
+            return Image.open(Path(base_dir, text) if base_dir is not None else Path(text)).convert("RGB")
         if text.startswith("data:") and "," in text:
             text = text.split(",", 1)[1]
         return Image.open(io.BytesIO(base64.b64decode(text, validate=True))).convert("RGB")
@@ -108,6 +118,7 @@ def generate_answers(
     batch_size: int = 8,
     *,
     progress: bool = False,
+    desc: str = "generate",
     **gen_kwargs: Any,
 ) -> list[str]:
     """One decoded answer per (image, question), generated ``batch_size`` at a time.
@@ -130,7 +141,7 @@ def generate_answers(
     answers: list[str] = []
     try:
         starts = range(0, len(questions), batch_size)
-        for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
             batch_images = [[load_image(im)] for im in images[start : start + batch_size]]
             prompts = [_prompt(processor, q) for q in questions[start : start + batch_size]]
             inputs = processor(text=prompts, images=batch_images, return_tensors="pt", padding=True)

@@ -29,6 +29,7 @@ from rlhfv.eval.chair import (
     normalize_image_id,
     score_chair,
 )
+from rlhfv.eval.generate import is_image_file
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.objects import ObjectExtractor, coco_extractor
 from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines, read_records
@@ -54,7 +55,7 @@ def load_questions(path: str | Path, *, limit: int | None = None) -> list[Questi
             if key not in obj:
                 raise InputError(f"missing {key!r}", path=str(path), row=row, field=key)
         image = obj["image"]
-        if isinstance(image, str) and len(image) < 1024 and (base / image).is_file():
+        if isinstance(image, str) and is_image_file(image, base):
             image = str(base / image)
         out.append(Question(str(obj["image_id"]), str(obj["question"]), image, row))
         if limit is not None and len(out) >= limit:
@@ -74,7 +75,7 @@ def image_problem(image: Any, base_dir: Path) -> str | None:
 
     if isinstance(image, (bytes, bytearray)) or not isinstance(image, str):
         return None
-    if len(image) < 1024 and Path(image).is_file():
+    if is_image_file(image):
         return None
     text = image.split(",", 1)[1] if image.startswith("data:") and "," in image else image
     try:
