@@ -97,6 +97,20 @@ def test_fingerprint_sees_every_parameter(tiny_llava):
     assert fingerprint_model(model) != before
 
 
+def test_fingerprint_takes_a_0_dim_buffer(tiny_llava):
+    """A registered scalar buffer (as CLIP's logit_scale) is hashed too, and weights still count."""
+    model, _ = tiny_llava
+    model.register_buffer("logit_scale", torch.tensor(2.6592))
+    before = fingerprint_model(model)
+    with torch.no_grad():
+        model.logit_scale += 1
+    scaled = fingerprint_model(model)
+    assert scaled != before
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1e-6
+    assert fingerprint_model(model) != scaled
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     lengths=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 6)), min_size=1, max_size=5),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -214,18 +215,25 @@ def test_parameter_groups_and_lora_targets_per_architecture(arch):
     assert all(not p.requires_grad for n, p in model.named_parameters() if parameter_group(n) == "vision")
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-dropout"])
-def test_resume_is_exact(tmp_path, tiny_llava, lora):
+@pytest.mark.parametrize(
+    ("lora", "batch"),
+    [(False, 2), (True, 2), (True, 1)],
+    ids=["full", "lora-dropout", "lora-dropout-mid-epoch"],
+)
+def test_resume_is_exact(tmp_path, tiny_llava, lora, batch):
     """Crash after step 3 (checkpoint at 2), resume: the same weights as the uninterrupted run.
 
-    With LoRA dropout the resumed run must also restore the RNG to draw the same masks.
+    With LoRA dropout the resumed run must also restore the RNG to draw the same masks. With
+    batch 1 an epoch is 4 steps, so checkpoint-2 falls mid-epoch: the resumed run builds a
+    DataLoader the uninterrupted run built before the checkpoint, which must not draw from
+    the restored RNG.
     """
     model, processor = tiny_llava
     prepared = make_prepared(processor, n=8)
     extra = dict(lora=True, lora_dropout=0.3, learning_rate=1e-2) if lora else {}
     config = fast_config(
         **extra,
-        per_device_batch_size=2,
+        per_device_batch_size=batch,
         gradient_accumulation_steps=2,
         shuffle=True,
         max_steps=5,
@@ -303,6 +311,60 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
 
     assert all(torch.isfinite(t).all() for t in load_file(saved).values())
     assert not (tmp_path / "model.safetensors").exists()  # no final model from a diverged run
+
+
+def test_resume_skips_an_incomplete_checkpoint_and_refuses_one_named(tmp_path, tiny_llava, caplog):
+    """A run killed while saving checkpoint-4: its model is written, training_state/ and
+    trainer_state.json are not. "latest" falls back to checkpoint-2; naming it is an InputError."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(save_steps=2, max_steps=6)
+
+    def run(model, **kwargs):  # noqa: ANN001, ANN202
+        return train_ddpo(config, model, processor, prepared, tmp_path, progress=False, **kwargs)
+
+    def crash_at_4(state: TrainState):
+        if state.step == 4:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(copy.deepcopy(model), callbacks=[crash_at_4])
+    shutil.rmtree(tmp_path / "checkpoint-4" / "training_state")
+    (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()
+
+    with pytest.raises(
+        InputError, match="incomplete checkpoint: no training_state/, trainer_state.json"
+    ) as err:
+        run(copy.deepcopy(model), resume_from=tmp_path / "checkpoint-4")
+    assert err.value.field == "--resume" and "checkpoint-4" in str(err.value)
+
+    resumed = copy.deepcopy(model)
+
+    def poison_at_3(state: TrainState):
+        if state.step == 3:
+            with torch.no_grad():
+                next(resumed.get_output_embeddings().parameters()).fill_(float("nan"))
+
+    with pytest.raises(InputError) as err:
+        run(resumed, resume_from="latest", callbacks=[poison_at_3])
+    # the loss went NaN after resuming from checkpoint-2: the last good one, not checkpoint-4
+    assert "loss is nan at step 4" in str(err.value)
+    assert "checkpoint-2" in str(err.value) and "checkpoint-4" not in str(err.value)
+    skipped = [r.getMessage() for r in caplog.records if "incomplete" in r.getMessage()]
+    assert len(skipped) == 1 and "checkpoint-4" in skipped[0]
+
+
+def test_live_reference_model_runs_under_the_policys_autocast(tmp_path, tiny_llava):
+    """In bf16 the live reference equals the policy at step 0 (rewards exactly 0), as the precomputed one does."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    common = dict(mixed_precision="bf16", max_steps=1)
+    a, b = train_twice(
+        fast_config(reference="model", **common), fast_config(**common), model, processor, prepared, tmp_path
+    )
+    keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins")
+    assert {k: a.history[0][k] for k in keys} == {k: b.history[0][k] for k in keys}
+    assert b.history[0]["rewards/margins"] == 0.0
 
 
 def test_too_little_data_is_an_input_error(tmp_path, tiny_llava):

@@ -237,6 +237,11 @@ class TrainConfig:
             )
         return cls(**values)
 
+    @property
+    def is_vanilla_dpo(self) -> bool:
+        """gamma 1 with the weighted sum: exactly vanilla DPO (TRL's sigmoid loss), token weights unused."""
+        return self.gamma == 1.0 and self.normalisation == "sum"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

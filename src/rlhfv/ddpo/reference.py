@@ -87,14 +87,25 @@ class PrecomputedReference:
 
 
 class ModelReference:
-    """A live frozen reference model (a second copy in memory), forward every step."""
+    """A live frozen reference model (a second copy in memory), forward every step.
 
-    def __init__(self, ref_model: torch.nn.Module, forward: str = "auto") -> None:
+    ``autocast``: the policy's mixed-precision context (``accelerator.autocast``). The copy is
+    not passed through ``accelerator.prepare``, so without it the reference would run in
+    fp32 while the policy runs in bf16, and the rewards would not start at 0.
+    """
+
+    def __init__(
+        self,
+        ref_model: torch.nn.Module,
+        forward: str = "auto",
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
         self.ref_model = ref_model.eval().requires_grad_(False)
         self.forward = forward
+        self.autocast = autocast
 
     def __call__(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             return token_logps(self.ref_model, batch, mode=self.forward)
 
 
@@ -134,7 +145,8 @@ def fingerprint_model(model: torch.nn.Module) -> str:
         digest.update(config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(base.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        # reshape first: view(uint8) refuses 0-dim tensors (a scalar buffer, CLIP's logit_scale)
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -33,8 +33,9 @@ What a run writes to ``output_dir``:
 Resuming (``resume_from="latest"`` or a checkpoint path) restores model, optimizer,
 scheduler and RNG states, and the data position follows from the step (see
 ``rlhfv.ddpo.batches``), so an interrupted and resumed run ends with the weights of an
-uninterrupted one. An ``output_dir`` holding an earlier run is refused unless resuming
-it or ``overwrite=True``. A NaN or infinite loss stops the run with an ``InputError`` naming
+uninterrupted one. ``trainer_state.json`` is written last and marks a complete checkpoint:
+``"latest"`` skips (with a warning) one a killed run left half-written. An ``output_dir``
+holding an earlier run is refused unless resuming it or ``overwrite=True``. A NaN or infinite loss stops the run with an ``InputError`` naming
 the step and the last good checkpoint (nothing is overwritten).
 
 Runs as one process, or under ``accelerate launch`` / ``torchrun`` (DDP, FSDP, DeepSpeed:
@@ -392,7 +393,7 @@ class Trainer:
             return AdapterDisabledReference(self.config.forward)
         if kind == "model":
             ref = self.ref_model if self.ref_model is not None else copy.deepcopy(model)
-            return ModelReference(ref.to(accelerator.device), self.config.forward)
+            return ModelReference(ref.to(accelerator.device), self.config.forward, accelerator.autocast)
         return PrecomputedReference(self._precomputed_table(accelerator, model))
 
     def _precomputed_table(self, accelerator, model: torch.nn.Module):
@@ -469,14 +470,28 @@ class Trainer:
             return None
         if str(self.resume_from) == "latest":
             found = sorted(_checkpoint_dirs(self.output_dir), key=_checkpoint_step)
-            if not found:
-                raise InputError(
-                    "no checkpoint-N folder to resume from", path=str(self.output_dir), field="--resume"
+            for path in reversed(found):
+                missing = _checkpoint_missing(path)
+                if not missing:
+                    return path
+                logger.warning(
+                    "skipping incomplete %s (no %s: the run was stopped while saving it)",
+                    path,
+                    ", ".join(missing),
                 )
-            return found[-1]
+            what = "complete checkpoint-N" if found else "checkpoint-N"
+            raise InputError(f"no {what} folder to resume from", path=str(self.output_dir), field="--resume")
         path = Path(self.resume_from)
-        if not (path / STATE_DIRNAME).is_dir():
+        missing = _checkpoint_missing(path)
+        if not path.is_dir() or (len(missing) == 2 and not path.name.startswith(CHECKPOINT_PREFIX)):
             raise InputError("not a checkpoint folder (no training_state/)", path=str(path), field="--resume")
+        if missing:
+            raise InputError(
+                f"incomplete checkpoint: no {', '.join(missing)} (the run was stopped while saving it); "
+                "resume from an earlier one (--resume picks the latest complete checkpoint) or delete this folder",
+                path=str(path),
+                field="--resume",
+            )
         return path
 
     def _run_identity(self) -> dict[str, Any]:
@@ -535,13 +550,21 @@ class Trainer:
             self.processor.save_pretrained(directory)
 
     def _save_checkpoint(self, accelerator, model, step: int, epoch: int) -> Path:
+        """Model, ``training_state/``, config, then ``trainer_state.json`` last: its presence marks
+        a complete checkpoint (a run killed while saving leaves one a resume skips)."""
         directory = self.output_dir / f"{CHECKPOINT_PREFIX}{step}"
+        if accelerator.is_main_process:  # a stale copy from a killed run must not mark this one complete
+            (directory / TRAINER_STATE_FILE).unlink(missing_ok=True)
+        accelerator.wait_for_everyone()
         self._save_model(accelerator, model, directory)
         accelerator.save_state(str(directory / STATE_DIRNAME))
+        accelerator.wait_for_everyone()  # every process's share of the state is on disk
         if accelerator.is_main_process:
-            state = {"global_step": step, "epoch": epoch, **self._run_identity()}
-            (directory / TRAINER_STATE_FILE).write_text(json.dumps(state))
             self.config.save(directory / CONFIG_FILE)  # what a resume compares against
+            state = {"global_step": step, "epoch": epoch, **self._run_identity()}
+            tmp = directory / (TRAINER_STATE_FILE + ".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(directory / TRAINER_STATE_FILE)  # atomic: never a half-written marker
             self.checkpoints.append(directory)
             limit = self.config.save_total_limit
             if limit is not None:
@@ -576,6 +599,10 @@ class Trainer:
                 shuffle=False,
                 collate_fn=collator,
                 num_workers=self.config.dataloader_num_workers,
+                # without a generator each DataLoader draws its base seed from the global RNG:
+                # a run resumed mid-epoch builds one more than the uninterrupted run did there,
+                # and every later dropout mask shifts
+                generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch),
             )
             for batch in loader:
                 yield epoch, to_device(batch, accelerator.device)
@@ -599,12 +626,10 @@ class Trainer:
 
     def _warn_if_gamma_differs(self) -> None:
         recorded = self.metadata.get("gamma")
-        # gamma 1 with the sum is vanilla DPO: leaving the recorded token weights unused is the point
-        vanilla_dpo = self.config.gamma == 1.0 and self.config.normalisation == "sum"
         if (
             self.objective_name == "ddpo"
             and recorded is not None
-            and not vanilla_dpo
+            and not self.config.is_vanilla_dpo  # vanilla DPO leaves the token weights unused by design
             and float(recorded) != self.config.gamma
         ):
             logger.warning(
@@ -699,7 +724,8 @@ class Trainer:
         if accelerator.is_main_process:
             _truncate_metrics(metrics_file, step)
         show = self.progress and accelerator.is_local_main_process
-        bar = tqdm(total=total_steps, initial=step, desc=self.objective_name, disable=not show, unit="step")
+        label = "dpo" if self.objective_name == "ddpo" and config.is_vanilla_dpo else self.objective_name
+        bar = tqdm(total=total_steps, initial=step, desc=label, disable=not show, unit="step")
         window = _MetricWindow(accelerator)
         last_checkpoint = _latest_checkpoint(self.output_dir)
         stop = False
@@ -930,9 +956,16 @@ def _checkpoint_step(path: Path) -> int:
     return int(path.name[len(CHECKPOINT_PREFIX) :])
 
 
+def _checkpoint_missing(path: Path) -> list[str]:
+    """What ``path`` lacks to be a complete checkpoint (empty when complete)."""
+    missing = [] if (path / STATE_DIRNAME).is_dir() else [f"{STATE_DIRNAME}/"]
+    return missing + ([] if (path / TRAINER_STATE_FILE).is_file() else [TRAINER_STATE_FILE])
+
+
 def _latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint (an incomplete one is no good state to point to)."""
     found = sorted(_checkpoint_dirs(output_dir), key=_checkpoint_step)
-    return found[-1] if found else None
+    return next((p for p in reversed(found) if not _checkpoint_missing(p)), None)
 
 
 def _model_name(model: torch.nn.Module) -> str:
