@@ -44,6 +44,10 @@ def run_seed(seed: int, sweep: list[int], n_eval: int, out: Path, sft_model: str
     config = DemoConfig(seed=seed)
     sft, processor = load_scene_model(sft_model or CHECKPOINT_DIR)
     corrections, counts = collect_corrections(sft, processor, max(sweep), seed=seed)
+    if len(corrections) < max(sweep):  # a sweep point would be labelled with more than it used
+        raise SystemExit(
+            f"seed {seed}: only {len(corrections)} corrections, fewer than the sweep's {max(sweep)}"
+        )
     rows = {}
     with torch.inference_mode():
         rows["sft"], _ = evaluate_model(sft, processor, n_eval, seed=0)
@@ -219,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             args.n_eval, out, args.sft_scenes, args.sft_epochs, args.crop_base
         )
     summary["seconds"] = round(time.time() - start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    from rlhfv.eval.metrics import json_safe
+
+    # a NaN rate (no answer named an object) is written as null, not as invalid JSON
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, default=str) + "\n")
     if args.json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps(json_safe(summary), default=str))
     else:
         for name, row in summary.get("table", {}).items():
             cells = "  ".join(f"{k}={v['mean']:.3f}±{v['std']:.3f}" for k, v in row.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -14,16 +15,36 @@ from rlhfv.scenes.metrics import METRIC_KEYS
 def test_bad_arguments_are_one_line_errors(capsys, tmp_path):
     assert main(["demo", "--quick", "--corrections", "0", "--output", str(tmp_path)]) == 2
     assert "corrections" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--sft-model", str(tmp_path / "nowhere"), "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--sft-model" in err and "nowhere" in err and "Traceback" not in err
+    assert main(["demo", "--from-scratch", "--sft-model", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "choose one" in capsys.readouterr().err
+
+
+def test_collect_corrections_stops_at_its_answer_limit_and_says_so(caplog):
+    from rlhfv.scenes.model import load_scene_model
+    from rlhfv.scenes.pipeline import collect_corrections
+
+    model, processor = load_scene_model()
+    corrections, counts = collect_corrections(model, processor, 50, chunk=8, max_answers=16)
+    assert counts == {"answered": 16, "corrected": len(corrections)}
+    assert 0 < len(corrections) < 50  # the shipped model errs on some of 16 answers, not 50 times
+    assert all(c.corrected != c.original for c in corrections)
+    assert f"only {len(corrections)} of the 50 corrections" in caplog.text
 
 
 @pytest.mark.slow
-def test_quick_demo_outputs(tmp_path, caplog):
+def test_quick_demo_outputs(tmp_path, caplog, capsys):
     from transformers import AutoModelForImageTextToText
 
     from rlhfv.data import load_prepared, read_jsonl
 
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--output", str(out), "--corrections", "48", "--eval-scenes", "24"]) == 0
+    bars = capsys.readouterr().err  # a labelled progress bar per stage
+    for label in ("feedback", "prepare", "ddpo", "dpo", "evaluate"):  # (the SFT model is loaded)
+        assert re.search(rf"(?<![a-z]){label}: +\d+%", bars), label
 
     # vanilla DPO's gamma 1 on data prepared for DDPO is the demo's design, not a mismatch to report
     assert not [r for r in caplog.records if "prepared data records gamma" in r.getMessage()]
@@ -68,6 +89,46 @@ def test_quick_demo_outputs(tmp_path, caplog):
             assert 0 <= model_kinds[kind] <= model_kinds["hallucinated"]
         assert 0 <= model_kinds["same_count_answers"] <= 24
 
+    # the held-out set as an Object HalBench set: `rlhfv eval objhal` on the DDPO model gives
+    # the demo's answers (same batch, greedy) and, through the generic CHAIR engine, its rate
+    objhal = out / "objhal"
+    eval_out = tmp_path / "objhal_eval"
+    assert (
+        main(
+            ["eval", "objhal", "--model", str(out / "ddpo"), "--questions", str(objhal / "questions.jsonl")]
+            + ["--annotations", str(objhal / "annotations.jsonl"), "--synonyms", str(objhal / "synonyms.txt")]
+            + ["--preset", "greedy", "--batch-size", "64", "--device", "cpu", "--out", str(eval_out)]
+        )
+        == 0
+    )
+    evaluated = [
+        json.loads(line)["response"] for line in (eval_out / "answers.jsonl").read_text().splitlines()
+    ]
+    assert evaluated == [a["ddpo"] for a in answers]
+    result = json.loads((eval_out / "result.json").read_text())
+    assert result["chair_s_mentioned"] == pytest.approx(rows[1]["chair_s_mentioned"])
+    assert result["recall"] == pytest.approx(rows[1]["recall"])
+
     # the demo owns its output folder: running it again replaces the last run
     assert main(["demo", "--quick", "--output", str(out), "--corrections", "16", "--eval-scenes", "8"]) == 0
     assert len((out / "answers.jsonl").read_text().splitlines()) == 8
+
+
+def test_report_examples_prefer_differing_answers_with_a_hallucination():
+    from rlhfv.scenes.demo import report_examples
+    from rlhfv.scenes.world import Scene, SceneObject
+
+    sun = Scene((SceneObject("sun", "yellow", 1, "top left"),))
+    same = "a yellow sun sits in the top left."
+    wrong = "a yellow moon sits in the top left."
+    other = "a single yellow sun is in the top left."
+    scenes = [sun] * 5
+    answers = {
+        "sft": [same, same, wrong, same, wrong],
+        "ddpo": [same, other, same, same, wrong],
+    }
+    # 2 differs with a hallucination; 1 differs without; 0 and 3 agree; 4 agrees (both wrong)
+    assert report_examples(answers, scenes, 1) == [2]
+    assert report_examples(answers, scenes, 2) == [1, 2]
+    assert report_examples(answers, scenes, 3) == [0, 1, 2]
+    assert report_examples(answers, scenes, 10) == [0, 1, 2, 3, 4]

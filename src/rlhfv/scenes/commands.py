@@ -28,8 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sft-model", default=None, help="start from this saved SFT model directory instead")
     p.add_argument("--output", default="rlhfv-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--corrections", type=int, default=None, help="number of corrections (default 1400)")
-    p.add_argument("--eval-scenes", type=int, default=None, help="held-out scenes to evaluate (default 1000)")
+    p.add_argument(
+        "--corrections", type=int, default=None, help="number of corrections (default 1400; 160 with --quick)"
+    )
+    p.add_argument(
+        "--eval-scenes",
+        type=int,
+        default=None,
+        help="held-out scenes to evaluate (default 1000; 64 with --quick)",
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -57,6 +64,15 @@ def _demo(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"must be at least 1, got {value}", field=f"--{name.replace('_', '-')}")
+    if args.sft_model is not None:
+        if args.from_scratch:
+            raise InputError("choose one: --from-scratch trains the SFT model, --sft-model loads one")
+        if not (Path(args.sft_model) / "config.json").is_file():
+            raise InputError(
+                "not a saved model directory (no config.json); pass a folder written by save_pretrained",
+                field="--sft-model",
+                path=args.sft_model,
+            )
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise InputError("output exists and is not a directory", path=str(output))

@@ -15,7 +15,9 @@ Writes to ``OUTPUT``: ``results.json`` (one row per model: ``model`` + the metri
 the annotator's changed segments and the evaluator's hallucinated objects highlighted),
 ``rates.png`` (the rates per model), ``feedback/`` (the corrections JSONL and the
 prepared data), ``ddpo/`` and ``dpo/`` (the trained models, loadable by transformers),
-``answers.jsonl`` (every evaluated answer).
+``answers.jsonl`` (every evaluated answer), ``objhal/`` (the held-out set as an Object
+HalBench set, for ``rlhfv eval objhal --model OUTPUT/ddpo --questions OUTPUT/objhal/questions.jsonl
+--annotations OUTPUT/objhal/annotations.jsonl --synonyms OUTPUT/objhal/synonyms.txt --preset greedy``).
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhfv.data.schema import Correction
+from rlhfv.errors import InputError
 from rlhfv.scenes.metrics import HIGHER_IS_BETTER, METRIC_KEYS, hallucinated_spans
 from rlhfv.scenes.pipeline import SFTSettings
 from rlhfv.scenes.world import Scene
 
-MODELS = ("sft", "dpo", "ddpo")
 RATE_KEYS = ("chair_s_mentioned", "chair_i", "attribute_error", "count_error", "position_error")
 
 
@@ -129,7 +131,9 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
 
     t = time.time()
     print("[1/5] SFT model", flush=True)
-    if config.sft_model is not None and not config.from_scratch:
+    if config.sft_model is not None and config.from_scratch:
+        raise ValueError("DemoConfig: set sft_model or from_scratch, not both")
+    if config.sft_model is not None:
         sft_model, processor = load_scene_model(config.sft_model)
     elif config.from_scratch or not has_shipped_checkpoint():
         sft_model, processor = train_scene_sft(config.sft, output / "sft")
@@ -139,6 +143,11 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
 
     print(f"[2/5] feedback: {config.n_corrections} corrections by the simulated annotator", flush=True)
     corrections, counts = collect_corrections(sft_model, processor, config.n_corrections, seed=config.seed)
+    if not corrections:
+        raise InputError(
+            f"the SFT model's answers to {counts['answered']} feedback scenes needed no correction: "
+            "nothing to train on (a model this good has no hallucination for the demo to remove)"
+        )
     t = lap("feedback", t)
 
     print("[3/5] dense preference data", flush=True)
@@ -207,6 +216,9 @@ def write_outputs(
             row = {"index": i, "prompt": prompt, "scene": scene.to_dict()}
             row |= {name: answers[name][i] for name in answers}
             f.write(json.dumps(row) + "\n")
+    from rlhfv.scenes.pipeline import write_objhal_set
+
+    write_objhal_set(scenes, prompts, output / "objhal")
     plot_rates(summary["results"], output / "rates.png")
     (output / "report.html").write_text(render_report(summary, corrections, answers, scenes, prompts))
 
@@ -272,6 +284,19 @@ def _img(data: bytes) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def report_examples(answers: dict[str, list[str]], scenes: list[Scene], n: int) -> list[int]:
+    """Indices of ``n`` held-out scenes worth showing, in scene order: first those where the
+    models' answers differ and one of them hallucinates, then those where they differ, then any."""
+
+    def rank(i: int) -> int:
+        texts = [answers[name][i] for name in answers]
+        if len(set(texts)) == 1:
+            return 2
+        return 0 if any(hallucinated_spans(t, scenes[i]) for t in texts) else 1
+
+    return sorted(sorted(range(len(scenes)), key=lambda i: (rank(i), i))[:n])
+
+
 def render_report(
     summary: dict[str, Any],
     corrections: list[Correction],
@@ -321,12 +346,13 @@ def render_report(
         )
     parts.append("</table>")
     parts.append(
-        "<h2>Held-out answers before and after</h2><p><span class='hal'>Hallucinated objects</span> "
+        "<h2>Held-out answers before and after</h2><p>Scenes where the models' answers differ, those "
+        "with a hallucination first. <span class='hal'>Hallucinated objects</span> "
         "(not in the scene) as the evaluator finds them.</p><table><tr><th>image</th>"
     )
     parts += [f"<th>{name}</th>" for name in answers]
     parts.append("</tr>")
-    for i in range(min(n_examples, len(scenes))):
+    for i in report_examples(answers, scenes, n_examples):
         cells = []
         for name in answers:
             text = answers[name][i]

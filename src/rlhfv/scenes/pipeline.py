@@ -19,6 +19,7 @@ Data goes through the same files and functions as for a 7B model: Correction JSO
 from __future__ import annotations
 
 import io
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from rlhfv.scenes.language import TEST_PROMPTS, TRAIN_PROMPTS, caption_objects, 
 from rlhfv.scenes.metrics import score_answers
 from rlhfv.scenes.render import render_scene
 from rlhfv.scenes.world import COLOURS, Scene, SceneObject, absent_partner, scene_for
+
+logger = logging.getLogger(__name__)
 
 # generation for sampling feedback answers and for evaluation (greedy: deterministic)
 MAX_NEW_TOKENS = 120
@@ -198,9 +201,10 @@ def sft_pass(
 
 
 def generate(
-    model: Any, processor: Any, scenes: Sequence[Scene], prompts: Sequence[str], desc: str
+    model: Any, processor: Any, scenes: Sequence[Scene], prompts: Sequence[str], desc: str | None
 ) -> list[str]:
-    """Greedy answers of ``model`` to (scene image, prompt) pairs, with a progress bar."""
+    """Greedy answers of ``model`` to (scene image, prompt) pairs, with a progress bar labelled
+    ``desc`` (none if ``desc`` is None)."""
     from rlhfv.eval.generate import generate_answers
 
     images = [render_scene(s) for s in scenes]
@@ -210,7 +214,8 @@ def generate(
         images,
         list(prompts),
         batch_size=64,
-        progress=True,
+        progress=desc is not None,
+        desc=desc or "",
         max_new_tokens=MAX_NEW_TOKENS,
         do_sample=False,
         num_beams=1,
@@ -218,27 +223,43 @@ def generate(
 
 
 def collect_corrections(
-    model: Any, processor: Any, n: int, *, seed: int = 0, chunk: int = 256, max_rounds: int = 20
+    model: Any, processor: Any, n: int, *, seed: int = 0, chunk: int = 256, max_answers: int | None = None
 ) -> tuple[list[Correction], dict[str, int]]:
-    """``n`` corrections of the model's answers on training scenes and prompts.
+    """Up to ``n`` corrections of the model's answers on training scenes and prompts.
 
     Answers go in chunks to the simulated annotator; answers with nothing to correct are
-    counted and skipped. Returns the corrections and counts (``answered``, ``correct``).
+    counted and skipped. After ``max_answers`` answers (default ``max(20 * chunk, 5 * n)``) it
+    stops with what it has and warns: a model whose answers rarely need correcting.
+    Returns the corrections and counts (``answered``, ``corrected``).
     """
+    from tqdm import tqdm
+
     corrections: list[Correction] = []
     answered = 0
-    for _ in range(max_rounds):
-        if len(corrections) >= n:
-            break
+    bar = tqdm(total=n, desc="feedback", unit="correction")
+    limit = max_answers if max_answers is not None else max(20 * chunk, 5 * n)
+    while len(corrections) < n and answered < limit:
         indices = range(answered, answered + chunk)
         scenes = [scene_for("feedback", i, seed) for i in indices]
         prompts = [TRAIN_PROMPTS[i % len(TRAIN_PROMPTS)] for i in indices]
-        answers = generate(model, processor, scenes, prompts, "answer")
+        answers = generate(model, processor, scenes, prompts, desc=None)
         for i, scene, prompt, answer in zip(indices, scenes, prompts, answers, strict=True):
             c = annotate(answer, scene, image=png_bytes(scene), question=prompt, id=f"feedback-{seed}-{i}")
             if c.corrected != c.original and c.corrected.strip() and len(corrections) < n:
                 corrections.append(c)
+                bar.update(1)
         answered += chunk
+        bar.set_postfix(answered=answered)
+    bar.close()
+    if len(corrections) < n:
+        logger.warning(
+            "only %d of the %d corrections asked for: the model's answers to %d feedback scenes "
+            "(the limit) needed no more; the run goes on with %d",
+            len(corrections),
+            n,
+            answered,
+            len(corrections),
+        )
     return corrections, {"answered": answered, "corrected": len(corrections)}
 
 
@@ -246,6 +267,26 @@ def eval_set(n: int, seed: int = 0) -> tuple[list[Scene], list[str]]:
     """Held-out scenes (split "test") paired with held-out prompts."""
     scenes = [scene_for("test", i, seed) for i in range(n)]
     return scenes, [TEST_PROMPTS[i % len(TEST_PROMPTS)] for i in range(n)]
+
+
+def write_objhal_set(scenes: Sequence[Scene], prompts: Sequence[str], folder: Path) -> Path:
+    """The scenes as an Object HalBench set for ``rlhfv eval objhal``: ``questions.jsonl``
+    (image as base64 PNG, ``image_id`` = the index, question), ``annotations.jsonl`` (id,
+    instances) and ``synonyms.txt`` (each class with its plural). Returns ``folder``."""
+    import base64
+    import json
+
+    from rlhfv.scenes.world import OBJECT_CLASSES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "questions.jsonl").open("w") as q, (folder / "annotations.jsonl").open("w") as a:
+        for i, (scene, prompt) in enumerate(zip(scenes, prompts, strict=True)):
+            image = base64.b64encode(png_bytes(scene)).decode()
+            q.write(json.dumps({"image_id": str(i), "question": prompt, "image": image}) + "\n")
+            a.write(json.dumps({"id": str(i), "captions": [], "instances": sorted(scene.classes)}) + "\n")
+    synonyms = "".join(f"{singular}, {plural}\n" for singular, plural in OBJECT_CLASSES.items())
+    (folder / "synonyms.txt").write_text(synonyms)
+    return folder
 
 
 def evaluate_model(model: Any, processor: Any, n: int, seed: int = 0) -> tuple[dict[str, float], list[str]]:

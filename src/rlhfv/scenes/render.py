@@ -4,8 +4,9 @@ Each object is drawn ``count`` times inside its grid cell, in its colour, on a d
 background. Rendering is deterministic: the same scene gives the same pixels (a small
 per-scene jitter of icon placement comes from the scene's seed).
 
-``random_crop`` is the paper's *untrustworthy augmentation*: it cuts a random part of
-the image away (and resizes back), so objects the text names may no longer be visible.
+The paper's *untrustworthy augmentation* (random crops that cut objects out while the
+text still names them) is the trainer's ``image_pipeline="random_crop"``
+(:func:`rlhfv.ddpo.batches.random_resized_crop`), not a second crop here.
 """
 
 from __future__ import annotations
@@ -217,18 +218,3 @@ def render_scene(scene: Scene, size: int = DEFAULT_SIZE) -> Image.Image:
             box = (col * cell + u * cell + dx, row * cell + v * cell + dy, s * cell)
             PAINTERS[obj.cls](draw, box, COLOURS[obj.colour])
     return image
-
-
-def random_crop(
-    image: Image.Image, rng: random.Random, scale: tuple[float, float] = (0.3, 0.7)
-) -> Image.Image:
-    """Untrustworthy augmentation: keep a random square of ``scale`` of the side, resize back.
-
-    Objects outside the kept square disappear from the image while a description of the
-    full scene still names them: the vision-language mismatch the paper warns about.
-    """
-    w, h = image.size
-    side = int(round(rng.uniform(*scale) * min(w, h)))
-    left = rng.randint(0, w - side)
-    top = rng.randint(0, h - side)
-    return image.crop((left, top, left + side, top + side)).resize((w, h), Image.BILINEAR)
