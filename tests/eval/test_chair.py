@@ -270,3 +270,67 @@ def test_cli_chair_reads_a_json_array_like_jsonl(tmp_path, capsys):
     examples = [r.pop("problems")["invalid_json"]["examples"] for r in results]
     assert results[0] == results[1] and results[0]["n_responses"] == 2
     assert examples == [[f"{as_array}: item 3: not a JSON object"], [f"{as_lines}: row 3: not a JSON object"]]
+
+
+DOG = [{"id": 1, "name": "dog"}]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"images": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 99}], "categories": DOG},
+            "field annotations[0].category_id: category id 99 is not declared in 'categories'",
+        ),
+        (
+            {"images": [{"id": 1}], "annotations": [{"category_id": 1}], "categories": DOG},
+            "field annotations[0].image_id: is missing",
+        ),
+        (
+            {"annotations": [{"image_id": 1, "caption": "A dog."}, {"image_id": 1, "caption": None}]},
+            "field annotations[1].caption: is null",
+        ),
+        ({"annotations": [{"image_id": 1, "caption": 7}]}, "field annotations[0].caption: caption is int"),
+        (
+            {"annotations": [{"image_id": 1, "category_id": 1}], "categories": [{"id": 1}]},
+            "categories[0].name",
+        ),
+        ({"images": ["1.jpg"], "annotations": []}, "field images[0]: expected a JSON object"),
+    ],
+)
+def test_cli_malformed_coco_files_name_the_file_record_and_field(tmp_path, capsys, data, message):
+    annotations = tmp_path / "ann.json"
+    annotations.write_text(json.dumps(data))
+    responses = tmp_path / "r.jsonl"
+    responses.write_text(json.dumps({"image_id": 1, "response": "A dog."}) + "\n")
+    assert main(["eval", "chair", "--responses", str(responses), "--annotations", str(annotations)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rlhfv: error: {annotations}: ") and message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [
+        ({"id": 1, "captions": "A dog on a couch."}, "captions", "expected a list, got str"),
+        ({"id": 1, "captions": ["A dog.", None]}, "captions[1]", "caption is NoneType"),
+        ({"id": 1, "instances": "dog"}, "instances", "expected a list, got str"),
+        ({"id": 1, "instances": [{"bbox": [0, 0, 1, 1]}]}, "instances[0]", "expected a category name"),
+        ({"id": 1, "objects": {"dog": 1}}, "objects", "expected a list, got dict"),
+    ],
+)
+def test_jsonl_ground_truth_refuses_fields_that_are_no_list(tmp_path, coco, row, field, message):
+    from rlhfv.errors import InputError
+
+    path = tmp_path / "gt.jsonl"
+    path.write_text(json.dumps({"id": 0, "captions": ["A cat."]}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(InputError) as err:
+        load_ground_truth([path], coco)
+    assert str(err.value).startswith(f"{path}: row 2: field {field}: {message}")
+
+
+def test_jsonl_ground_truth_lists_and_nulls_still_load(tmp_path, coco):
+    path = tmp_path / "gt.jsonl"
+    rows = [{"id": 1, "captions": ["A dog on a couch."], "instances": ["cat"]}, {"id": 2, "captions": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_ground_truth([path], coco) == {"1": frozenset({"dog", "couch", "cat"}), "2": frozenset()}

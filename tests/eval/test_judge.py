@@ -71,6 +71,68 @@ def test_unreachable_endpoint(closed_port_url):
         assert client.calls == 2
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:8000/v1",
+        "127.0.0.1:8000",
+        "ftp://example.com/v1",
+        "http:///v1",
+        "http://[::1/v1",
+        "http://exa mple.com/v1",
+    ],
+)
+def test_a_base_url_that_is_no_http_url_is_an_input_error(url):
+    from rlhfv.errors import InputError
+
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"^--base-url '.*': "):
+        ChatClient(url, "m", backoff_s=0.01)
+    assert time.monotonic() - start < 1  # refused, not retried
+
+
+def test_a_transport_error_no_retry_can_cure_is_not_retried():
+    import httpx
+
+    with ChatClient("http://127.0.0.1:1/v1", "m", backoff_s=0.01) as client:
+        client._http = httpx.Client(transport=httpx.MockTransport(_raise_local_protocol_error))
+        with pytest.raises(EndpointError, match="LocalProtocolError") as err:
+            client.complete(MSG)
+        assert err.value.kind == "endpoint_error" and client.calls == 1
+
+
+def _raise_local_protocol_error(request):
+    import httpx
+
+    raise httpx.LocalProtocolError("illegal header", request=request)
+
+
+def test_cli_mmhal_refuses_a_malformed_base_url_before_any_work(tmp_path, capsys):
+    questions = tmp_path / "mmhal.json"
+    questions.write_text(
+        json.dumps(
+            [
+                {
+                    "question_type": "attribute",
+                    "image_id": "x",
+                    "question": "q",
+                    "gt_answer": "a",
+                    "model_answer": "b",
+                }
+            ]
+        )
+    )
+    args = ["eval", "mmhal", "--questions", str(questions), "--cache-dir", str(tmp_path / "c")]
+    assert main([*args, "--base-url", "http://[::1/v1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("rlhfv: error: --base-url 'http://[::1/v1': not a valid URL") and err.count("\n") == 1
+    )
+    assert main([*args, "--base-url", "localhost:8000/v1"]) == 2
+    assert "expected an http:// or https:// URL with a host" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 def _extraction_reply(body):
     text = body["messages"][0]["content"]
     description = text.split("Description:\n", 1)[1].split("\n\nObjects:", 1)[0]

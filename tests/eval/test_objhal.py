@@ -243,3 +243,35 @@ def test_small_base64_images_are_data_not_file_names(tmp_path):
     questions = load_questions(path)
     check_question_images(questions, path)  # no InputError
     assert questions[0].image == mid
+
+
+def test_answers_file_duplicates_unknown_ids_and_null_responses_are_reported(question_file, tmp_path):
+    ids = [json.loads(line)["image_id"] for line in question_file.read_text().splitlines()]
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        {"image_id": ids[0], "response": "A dog."},
+        {"image_id": ids[1], "response": None},  # there, but no text
+        {"image_id": ids[0].removeprefix("COCO_val2014_"), "response": "A cat."},  # the same image again
+        {"image_id": "424242", "response": "A bus."},  # not a question
+    ]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_object_halbench(question_file, [COCO80], out_dir=tmp_path / "run", answers=answers)
+    assert [r.response for r in result.records] == ["A dog."]  # the first answer is kept
+    assert {k: v["count"] for k, v in result.problems.items()} == {
+        "duplicate_id": 1,
+        "missing_answer": len(IMAGES) - 2,
+        "response_not_string": 1,
+        "unknown_id": 1,
+    }
+    assert result.problems["duplicate_id"]["examples"] == [
+        f"{answers}: row 3: image id {rows[2]['image_id']!r} already answered on {answers}: row 1"
+    ]
+    assert result.problems["unknown_id"]["examples"] == [
+        f"{answers}: row 4: image id '424242' is not in the questions"
+    ]
+    assert result.problems["response_not_string"]["examples"] == [f"{answers}: row 2: response is NoneType"]
+    # with --limit the question file is cut, so answers beyond it are not "unknown"
+    limited = run_object_halbench(
+        question_file, [COCO80], out_dir=tmp_path / "run2", answers=answers, limit=1
+    )
+    assert "unknown_id" not in limited.problems and limited.problems["duplicate_id"]["count"] == 1

@@ -13,6 +13,7 @@ from rlhfv.cli import main
 from rlhfv.eval.metrics import BinaryRecord, binary_metrics, compute_metrics
 from rlhfv.eval.pope import (
     POPE_METRICS,
+    SPLITS,
     ImageObjects,
     build_pope_questions,
     load_object_annotations,
@@ -71,6 +72,70 @@ def test_questions_are_balanced_correct_and_seeded(split):
     assert len({q.image_id for q in qs}) == 20
 
 
+def test_splits_share_images_and_positives_and_differ_in_negatives():
+    annotations = load_object_annotations([COCO80])
+    qs = {s: build_pope_questions(annotations, s, n_images=12, per_image=3, seed=7) for s in SPLITS}
+    images = {s: [q.image_id for q in split_qs[::6]] for s, split_qs in qs.items()}
+    assert len(set(images["random"])) == 12
+    assert images["random"] == images["popular"] == images["adversarial"]
+    yes = {s: [(q.image_id, q.object) for q in split_qs if q.label == "yes"] for s, split_qs in qs.items()}
+    assert yes["random"] == yes["popular"] == yes["adversarial"]
+    # each split's negatives follow its strategy, worked out here by brute force
+    counts = {
+        c: sum(c in a.objects for a in annotations.values())
+        for c in {c for a in annotations.values() for c in a.objects}
+    }
+    for image_id in images["random"]:
+        present = annotations[image_id].objects
+        absent = sorted(set(counts) - present)
+        no = {
+            s: [q.object for q in split_qs if q.image_id == image_id and q.label == "no"]
+            for s, split_qs in qs.items()
+        }
+        assert len(set(no["random"])) == 3 and set(no["random"]) <= set(absent)
+        assert no["popular"] == sorted(absent, key=lambda c: (-counts[c], c))[:3]
+
+        # co-occurrences with the image's objects, pair by pair over all images
+        together = {
+            c: sum(c in a.objects and o in a.objects for a in annotations.values() for o in present)
+            for c in absent
+        }
+        assert no["adversarial"] == sorted(absent, key=lambda c: (-together[c], c))[:3]
+    # the random negatives still depend on the seed, and only they
+    other = build_pope_questions(annotations, "random", n_images=12, per_image=3, seed=8)
+    assert [q.image_id for q in other[::6]] != images["random"]
+
+
+def test_cli_build_refuses_malformed_coco_instances(tmp_path, capsys):
+    dog = [{"id": 1, "name": "dog"}]
+    cases = [
+        (
+            {"annotations": [{"image_id": 1, "category_id": 99}], "categories": dog},
+            "annotations[0].category_id",
+        ),
+        (
+            {"annotations": [{"image_id": 1, "category_id": 1}, {"category_id": 1}], "categories": dog},
+            "annotations[1].image_id",
+        ),
+        ({"images": [{"file_name": "a.jpg"}], "annotations": [], "categories": dog}, "images[0].id"),
+    ]
+    for data, field in cases:
+        annotations = tmp_path / "inst.json"
+        annotations.write_text(json.dumps(data))
+        args = [
+            "eval",
+            "pope",
+            "build",
+            "--annotations",
+            str(annotations),
+            "--out",
+            str(tmp_path / "p.jsonl"),
+        ]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rlhfv: error: {annotations}: field {field}: ") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -86,10 +151,56 @@ def test_questions_are_balanced_correct_and_seeded(split):
         ("I can see a cat on the sofa.", "yes"),
         ("A cat.", None),
         ("", None),
+        # as the reference parser labels them
+        ("There's a dog in the image.", "yes"),
+        ("There are two dogs.", "yes"),
+        ("There\u2019s a dog.", "yes"),
+        ("There is a cat, not a dog.", "no"),
+        ("There isn\u2019t a dog.", "no"),
+        ("There aren\u2019t any dogs.", "no"),
+        ("I cannot see a dog.", "no"),
+        ("I can't see a dog.", "no"),
+        ("I don\u2019t see a dog.", "no"),
+        ("**No**, there's no dog.", "no"),
+        ("Yes, there's a dog. There is no cat.", "yes"),  # judged on the first sentence
+        ("The image shows a dog.", None),
     ],
 )
 def test_parse_yes_no(text, expected):
     assert parse_yes_no(text) == expected
+
+
+_ANSWER_WORDS = [
+    "yes",
+    "no",
+    "there",
+    "is",
+    "there's",
+    "isn't",
+    "not",
+    "a",
+    "dog",
+    "i",
+    "see",
+    "cannot",
+    ",",
+    ".",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(_ANSWER_WORDS), max_size=8),
+    space=st.sampled_from(["", " ", "  \n", "\t"]),
+    case=st.sampled_from([str.lower, str.upper, str.title, str.capitalize]),
+    bold=st.booleans(),
+    curly=st.booleans(),
+)
+def test_parse_yes_no_ignores_layout(words, space, case, bold, curly):
+    """Leading whitespace, letter case, markdown bold and curly apostrophes never change the label."""
+    text = " ".join(words)
+    styled = case(text).replace("'", "\u2019" if curly else "'")
+    assert parse_yes_no(space + (f"**{styled}**" if bold else styled)) == parse_yes_no(text)
 
 
 def test_metrics_hand_worked():

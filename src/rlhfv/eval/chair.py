@@ -29,7 +29,7 @@ from tqdm import tqdm
 from rlhfv.errors import InputError
 from rlhfv.eval.metrics import Metric, compute_metrics, json_safe, ratio
 from rlhfv.eval.objects import ObjectExtractor
-from rlhfv.eval.problems import Problems, iter_image_rows, read_json
+from rlhfv.eval.problems import Problems, coco_records, coco_value, iter_image_rows, list_field, read_json
 
 GroundTruth = dict[str, frozenset[str]]
 
@@ -192,29 +192,75 @@ def load_ground_truth(paths: Sequence[str | Path], extractor: ObjectExtractor) -
     for path in paths:
         path = str(path)
         if path.endswith(".jsonl"):
-            for image_id, obj in iter_image_rows(path):
+            for row, image_id, obj in iter_image_rows(path):
                 classes = set()
-                for cap in obj.get("captions") or []:
-                    classes.update(extractor.objects(str(cap)))
-                for inst in obj.get("instances") or []:
-                    name = inst.get("category") if isinstance(inst, dict) else inst
-                    classes.add(_category(extractor, str(name), path))
-                for name in obj.get("objects") or []:
-                    classes.add(_category(extractor, str(name), path))
+                for i, cap in enumerate(list_field(obj, "captions", path, row)):
+                    classes.update(extractor.objects(_caption(cap, path, f"captions[{i}]", row)))
+                for key in ("instances", "objects"):
+                    for name in instance_names(obj, key, path, row):
+                        classes.add(_category(extractor, name, path))
                 _add(gt, image_id, classes)
             continue
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
             raise InputError("expected a COCO annotation file with 'annotations'", path=path)
-        for image in data.get("images") or []:
-            _add(gt, image["id"], ())
+        for where, image in coco_records(data, "images", path):
+            _add(gt, coco_value(image, "id", where, path), ())
         if "categories" in data:
-            names = {c["id"]: _category(extractor, c["name"], path) for c in data["categories"]}
-            for ann in data["annotations"]:
-                _add(gt, ann["image_id"], [names[ann["category_id"]]])
+            names = {
+                coco_value(c, "id", where, path): _category(
+                    extractor, str(coco_value(c, "name", where, path)), path
+                )
+                for where, c in coco_records(data, "categories", path)
+            }
+            for where, ann in coco_records(data, "annotations", path):
+                _add(gt, coco_value(ann, "image_id", where, path), [coco_category(names, ann, where, path)])
         else:
-            for ann in data["annotations"]:
+            for where, ann in coco_records(data, "annotations", path):
                 if "caption" not in ann:
-                    raise InputError("annotation has neither category_id nor caption", path=path)
-                _add(gt, ann["image_id"], extractor.objects(ann["caption"]))
+                    raise InputError("annotation has neither category_id nor caption", path=path, field=where)
+                caption = _caption(coco_value(ann, "caption", where, path), path, f"{where}.caption")
+                _add(gt, coco_value(ann, "image_id", where, path), extractor.objects(caption))
     return {k: frozenset(v) for k, v in gt.items()}
+
+
+def _caption(value: Any, path: str, field: str, row: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise InputError(
+            f"caption is {type(value).__name__}, not a string",
+            path=path,
+            row=row,
+            field=field,
+            reason="bad_annotation",
+        )
+    return value
+
+
+def instance_names(obj: dict[str, Any], key: str, path: str, row: int) -> list[str]:
+    """Category names of a JSONL row's ``instances``/``objects``: names or ``{"category": name}``."""
+    names = []
+    for i, inst in enumerate(list_field(obj, key, path, row)):
+        name = inst.get("category") if isinstance(inst, dict) else inst
+        if not isinstance(name, str):
+            raise InputError(
+                'expected a category name or {"category": name}',
+                path=path,
+                row=row,
+                field=f"{key}[{i}]",
+                reason="bad_annotation",
+            )
+        names.append(name)
+    return names
+
+
+def coco_category(names: dict[Any, str], ann: dict[str, Any], where: str, path: str) -> str:
+    """The class of a COCO annotation's ``category_id``, which ``categories`` must declare."""
+    category_id = coco_value(ann, "category_id", where, path)
+    if category_id not in names:
+        raise InputError(
+            f"category id {category_id!r} is not declared in 'categories'",
+            path=path,
+            field=f"{where}.category_id",
+            reason="bad_category",
+        )
+    return names[category_id]

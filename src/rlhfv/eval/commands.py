@@ -262,7 +262,10 @@ def check_api_key(args: argparse.Namespace) -> None:
 
 
 def _check_client_args(args: argparse.Namespace) -> None:
-    """The judge's key and cache folder, checked before any work."""
+    """The judge's URL, key and cache folder, checked before any work."""
+    from rlhfv.eval.judge import check_base_url
+
+    check_base_url(args.base_url)
     check_api_key(args)
     check_output_dir(args.cache_dir, "--cache-dir")
 
@@ -370,14 +373,20 @@ def _run_objhal(args: argparse.Namespace, client: Any):
 
 
 def _pope_build(args: argparse.Namespace) -> int:
-    from rlhfv.eval.pope import build_pope_questions, load_object_annotations, write_questions
+    from rlhfv.eval.pope import (
+        NegativeSampler,
+        build_pope_questions,
+        load_object_annotations,
+        write_questions,
+    )
 
     check_output_file(args.out, "--out")
     objects = load_object_annotations(args.annotations, synonyms=args.synonyms)
+    sampler = NegativeSampler(objects)
     questions = []
     for split in args.split or ["random", "popular", "adversarial"]:
         questions += build_pope_questions(
-            objects, split, n_images=args.n_images, per_image=args.per_image, seed=args.seed
+            objects, split, n_images=args.n_images, per_image=args.per_image, seed=args.seed, sampler=sampler
         )
     write_questions(questions, args.out)
     print(f"wrote {len(questions)} questions to {args.out}")

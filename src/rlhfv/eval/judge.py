@@ -19,7 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhfv.errors import InputError
+
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+def check_base_url(url: str) -> None:
+    """InputError unless ``url`` is an http(s) URL with a host.
+
+    Checked up front: httpx would raise on a malformed URL at the first request, and
+    report one without a scheme as a transport error that retries cannot cure."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as err:
+        raise InputError(f"--base-url {url!r}: not a valid URL ({err})", reason="bad_base_url") from err
+    if parsed.scheme not in ("http", "https") or not parsed.host or any(c.isspace() for c in url):
+        raise InputError(
+            f"--base-url {url!r}: expected an http:// or https:// URL with a host,"
+            " e.g. http://localhost:8000/v1",
+            reason="bad_base_url",
+        )
 
 
 class EndpointError(Exception):
@@ -86,6 +107,7 @@ class ChatClient:
     ) -> None:
         import httpx
 
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.cache = ReplyCache(Path(cache_dir)) if cache_dir is not None else None
@@ -140,9 +162,11 @@ class ChatClient:
             self.calls += 1
             try:
                 response = self._http.post(url, json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as err:
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as err:
                 last = f"{type(err).__name__}: {err}"
                 continue
+            except httpx.TransportError as err:  # proxy or protocol misuse: a retry cannot help
+                raise EndpointError(f"{url}: {type(err).__name__}: {err}") from err
             if response.status_code in RETRY_STATUS:
                 last, last_response = f"HTTP {response.status_code}", response
                 continue

@@ -124,6 +124,29 @@ def load_responses(path: str | Path) -> Responses:
     return out
 
 
+def match_answers(
+    given: Responses, question_ids: set[str], *, check_unknown: bool = True
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Normalised image id -> response, and -> where it came from, for ``eval objhal --answers``.
+
+    As ``eval pope score`` does, a repeated image id keeps the first answer
+    (``duplicate_id``) and an answer for an image not in the questions is counted
+    (``unknown_id``); ``check_unknown=False`` when the questions were cut by ``--limit``."""
+    by_id: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for (image_id, response), label in zip(given.pairs, given.labels, strict=True):
+        key = normalize_image_id(image_id)
+        if key in by_id:
+            given.problems.add(
+                "duplicate_id", f"{label}: image id {image_id!r} already answered on {where[key]}"
+            )
+        elif check_unknown and key not in question_ids:
+            given.problems.add("unknown_id", f"{label}: image id {image_id!r} is not in the questions")
+        else:
+            by_id[key], where[key] = response, label
+    return by_id, where
+
+
 def run_chair(
     responses: Responses,
     annotations: Sequence[str | Path],
@@ -162,6 +185,10 @@ def run_chair(
     return result
 
 
+# no answer for a question, unlike a null one (scored, and counted as not a string)
+_MISSING = object()
+
+
 def run_object_halbench(
     questions: str | Path,
     annotations: Sequence[str | Path],
@@ -197,10 +224,12 @@ def run_object_halbench(
     if answers is not None:
         given = load_responses(answers)
         problems = given.problems
-        by_id = {normalize_image_id(i): r for i, r in given.pairs}
-        responses = [by_id.get(normalize_image_id(q.image_id)) for q in qs]
+        by_id, where = match_answers(
+            given, {normalize_image_id(q.image_id) for q in qs}, check_unknown=limit is None
+        )
+        responses = [by_id.get(normalize_image_id(q.image_id), _MISSING) for q in qs]
         for q, r in zip(qs, responses, strict=True):
-            if r is None:
+            if r is _MISSING:
                 problems.add("missing_answer", f"no answer for image id {q.image_id!r}")
     else:
         if model is None:
@@ -216,15 +245,16 @@ def run_object_halbench(
             progress=True,
             **settings,
         )
-        problems = Problems()
+        problems, where = Problems(), {}
     with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
         for q, r in zip(qs, responses, strict=True):
-            f.write(json.dumps({"image_id": q.image_id, "question": q.question, "response": r}) + "\n")
+            response = None if r is _MISSING else r
+            f.write(json.dumps({"image_id": q.image_id, "question": q.question, "response": response}) + "\n")
     scored = Responses([], [], problems)
     for n, (q, r) in enumerate(zip(qs, responses, strict=True), start=1):
-        if r is not None:
+        if r is not _MISSING:
             scored.pairs.append((q.image_id, r))
-            scored.labels.append(f"question {n}")
+            scored.labels.append(where.get(normalize_image_id(q.image_id), f"question {n}"))
     result = run_chair(scored, annotations, extractor=extractor, client=client, ground_truth=ground_truth)
     full = result.summary() | {
         "generation": settings if answers is None else None,

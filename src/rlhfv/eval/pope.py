@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhfv.errors import InputError
-from rlhfv.eval.chair import normalize_image_id
+from rlhfv.eval.chair import coco_category, instance_names, normalize_image_id
 from rlhfv.eval.metrics import BinaryRecord, Metric, binary_metrics, compute_metrics, json_safe
 from rlhfv.eval.objects import SynonymTable
-from rlhfv.eval.problems import Problems, iter_image_rows, iter_jsonl, read_json
+from rlhfv.eval.problems import Problems, coco_records, coco_value, iter_image_rows, iter_jsonl, read_json
 
 SPLITS = ("random", "popular", "adversarial")
 POPE_METRICS: tuple[Metric[BinaryRecord], ...] = binary_metrics("yes")
@@ -70,51 +70,56 @@ def load_object_annotations(
     out: dict[str, tuple[str, set[str]]] = {}
     for path in map(str, paths):
         if path.endswith(".jsonl"):
-            for image_id, obj in iter_image_rows(path):
-                names = [i["category"] if isinstance(i, dict) else i for i in obj.get("instances") or []]
+            for row, image_id, obj in iter_image_rows(path):
                 key = normalize_image_id(image_id)
                 entry = out.setdefault(key, (str(obj.get("image", f"{image_id}.jpg")), set()))
-                entry[1].update(canonical(str(n), path) for n in names)
+                entry[1].update(canonical(n, path) for n in instance_names(obj, "instances", path, row))
             continue
         data = read_json(path)
-        if not isinstance(data, dict) or "categories" not in data:
+        if not isinstance(data, dict) or "categories" not in data or "annotations" not in data:
             raise InputError("expected a COCO instances file (images, annotations, categories)", path=path)
-        names = {c["id"]: canonical(c["name"], path) for c in data["categories"]}
-        for image in data.get("images") or []:
+        names = {
+            coco_value(c, "id", where, path): canonical(str(coco_value(c, "name", where, path)), path)
+            for where, c in coco_records(data, "categories", path)
+        }
+        for where, image in coco_records(data, "images", path):
+            image_id = coco_value(image, "id", where, path)
             out.setdefault(
-                normalize_image_id(image["id"]), (image.get("file_name", f"{image['id']}.jpg"), set())
+                normalize_image_id(image_id), (str(image.get("file_name", f"{image_id}.jpg")), set())
             )
-        for ann in data["annotations"]:
-            key = normalize_image_id(ann["image_id"])
-            out.setdefault(key, (f"{ann['image_id']}.jpg", set()))[1].add(names[ann["category_id"]])
+        for where, ann in coco_records(data, "annotations", path):
+            image_id = coco_value(ann, "image_id", where, path)
+            cls = coco_category(names, ann, where, path)
+            out.setdefault(normalize_image_id(image_id), (f"{image_id}.jpg", set()))[1].add(cls)
     return {k: ImageObjects(k, f, frozenset(objs)) for k, (f, objs) in out.items()}
 
 
-def negative_candidates(
-    split: str, image_objects: frozenset[str], annotations: dict[str, ImageObjects], rng: random.Random
-) -> list[str]:
-    """Absent classes for one image, in the order the split picks them."""
-    all_classes = sorted({c for a in annotations.values() for c in a.objects})
-    absent = [c for c in all_classes if c not in image_objects]
-    if split == "random":
-        rng.shuffle(absent)
-        return absent
-    if split == "popular":
-        counts = _image_counts(annotations)
-        return sorted(absent, key=lambda c: (-counts[c], c))
-    if split == "adversarial":
-        pairs = _cooccurrence(annotations)
-        score = {c: sum(pairs[frozenset((c, o))] for o in image_objects) for c in absent}
-        return sorted(absent, key=lambda c: (-score[c], c))
-    raise InputError(f"unknown POPE split {split!r}; choose from {SPLITS}")
+class NegativeSampler:
+    """Absent classes for an image, in the order a split picks them.
 
+    The class list, image counts and co-occurrence table are built once per annotation set
+    (rebuilding them per image made an adversarial build over COCO take minutes)."""
 
-def _image_counts(annotations: dict[str, ImageObjects]) -> Counter[str]:
-    return Counter(c for a in annotations.values() for c in a.objects)
+    def __init__(self, annotations: dict[str, ImageObjects]) -> None:
+        self.classes = sorted({c for a in annotations.values() for c in a.objects})
+        self.counts = Counter(c for a in annotations.values() for c in a.objects)
+        self.pairs: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
+        for a in annotations.values():
+            for x, y in combinations(a.objects, 2):
+                self.pairs[x][y] += 1
+                self.pairs[y][x] += 1
 
-
-def _cooccurrence(annotations: dict[str, ImageObjects]) -> Counter[frozenset[str]]:
-    return Counter(frozenset(p) for a in annotations.values() for p in combinations(sorted(a.objects), 2))
+    def candidates(self, split: str, image_objects: frozenset[str], rng: random.Random) -> list[str]:
+        absent = [c for c in self.classes if c not in image_objects]
+        if split == "random":
+            rng.shuffle(absent)
+            return absent
+        if split == "popular":
+            return sorted(absent, key=lambda c: (-self.counts[c], c))
+        if split == "adversarial":
+            score = {c: sum(self.pairs[c][o] for o in image_objects) for c in absent}
+            return sorted(absent, key=lambda c: (-score[c], c))
+        raise InputError(f"unknown POPE split {split!r}; choose from {SPLITS}")
 
 
 def build_pope_questions(
@@ -125,11 +130,18 @@ def build_pope_questions(
     per_image: int = 3,
     seed: int = 0,
     first_id: int = 0,
+    sampler: NegativeSampler | None = None,
 ) -> list[PopeQuestion]:
-    """Balanced yes/no questions for ``n_images`` images with >= ``per_image`` objects."""
+    """Balanced yes/no questions for ``n_images`` images with >= ``per_image`` objects.
+
+    As in POPE, the splits of one seed share the images and the "yes" questions; only the
+    "no" questions differ. ``sampler``: one built for ``annotations``, to share between splits."""
     if split not in SPLITS:
         raise InputError(f"unknown POPE split {split!r}; choose from {SPLITS}")
-    rng = random.Random(f"{seed}:{split}")
+    # images and positives from a generator seeded without the split, negatives from one with it
+    rng = random.Random(f"{seed}")
+    negative_rng = random.Random(f"{seed}:{split}")
+    sampler = sampler or NegativeSampler(annotations)
     eligible = sorted(k for k, a in annotations.items() if len(a.objects) >= per_image)
     if not eligible:
         raise InputError(f"no image has {per_image} or more annotated objects")
@@ -138,7 +150,7 @@ def build_pope_questions(
     for image_id in chosen:
         entry = annotations[image_id]
         positives = rng.sample(sorted(entry.objects), per_image)
-        negatives = negative_candidates(split, entry.objects, annotations, rng)[:per_image]
+        negatives = sampler.candidates(split, entry.objects, negative_rng)[:per_image]
         for pos, neg in zip(positives, negatives + [None] * (per_image - len(negatives)), strict=True):
             for obj, label in ((pos, "yes"), (neg, "no")):
                 if obj is None:
@@ -222,17 +234,25 @@ def read_answers(path: str | Path) -> PopeAnswers:
 
 
 _YES = {"yes", "yeah", "yep", "correct", "true", "indeed"}
-_NO = {"no", "nope", "not", "false", "none", "nothing", "neither", "nobody"}
+# "cannot" is "can't" spelled as one word ("I cannot see a dog")
+_NO = {"no", "nope", "not", "false", "none", "nothing", "neither", "nobody", "cannot"}
 _WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
+# typographic apostrophes, as models often write them ("There isn’t a dog.")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+_AFFIRM = re.compile(r"\bthere(?: is|'s| are|'re)\b|\bi (?:can )?see\b")
 
 
 def parse_yes_no(text: str) -> str | None:
     """ "yes", "no" or None from a free-form answer, judged on its first sentence.
 
-    >>> [parse_yes_no(t) for t in ("Yes, there is.", "No.", "There isn't a dog.", "There is a dog.", "A dog?")]
+    A leading yes/no word decides; otherwise any negation ("not", "no", "isn't", "cannot"
+    ...) means "no", as in the reference POPE parser; otherwise "there is/there's/I see"
+    means "yes".
+
+    >>> [parse_yes_no(t) for t in ("Yes, there is.", "No.", "There isn’t a dog.", "There's a dog.", "A dog?")]
     ['yes', 'no', 'no', 'yes', None]
     """
-    first = re.split(r"[.!?\n]", text.strip().lower(), maxsplit=1)[0]
+    first = re.split(r"[.!?\n]", text.strip().lower().translate(_APOSTROPHES), maxsplit=1)[0]
     words = _WORDS.findall(first)
     if not words:
         return None
@@ -242,7 +262,7 @@ def parse_yes_no(text: str) -> str | None:
         return "no"
     if any(w in _NO or w.endswith("n't") for w in words):
         return "no"
-    if "yes" in words or re.search(r"\bthere (is|are)\b|\bi (can )?see\b", first):
+    if "yes" in words or _AFFIRM.search(" ".join(words)):
         return "yes"
     return None
 

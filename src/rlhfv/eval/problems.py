@@ -91,8 +91,8 @@ def iter_jsonl(path: str | Path, problems: Problems) -> Iterator[tuple[int, dict
         yield row, obj
 
 
-def iter_image_rows(path: str | Path) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """(image id, object) per row of a JSONL annotation file, the id from ``image_id`` or ``id``.
+def iter_image_rows(path: str | Path) -> Iterator[tuple[int, Any, dict[str, Any]]]:
+    """(row, image id, object) per row of a JSONL annotation file, the id from ``image_id`` or ``id``.
 
     A row with neither, or a line that is no JSON object, is an InputError: annotations are
     input files, not answers to count."""
@@ -101,8 +101,54 @@ def iter_image_rows(path: str | Path) -> Iterator[tuple[Any, dict[str, Any]]]:
         image_id = obj.get("image_id", obj.get("id"))
         if image_id is None:
             raise InputError("no id or image_id", path=str(path), row=row, field="id")
-        yield image_id, obj
+        yield row, image_id, obj
     problems.raise_first(path)
+
+
+def list_field(obj: dict[str, Any], key: str, path: str | Path, row: int) -> list[Any]:
+    """``obj[key]`` of an annotation row as a list, ``[]`` when absent or null.
+
+    Anything else is an InputError naming the row and field: a string would otherwise be
+    read character by character and give wrong ground truth without a word."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(
+            f"expected a list, got {type(value).__name__}",
+            path=str(path),
+            row=row,
+            field=key,
+            reason="bad_annotation",
+        )
+    return value
+
+
+def coco_records(
+    data: dict[str, Any], section: str, path: str | Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``"annotations[3]"``, record) for each item of a COCO file's section (absent: none).
+
+    A section that is no list or an item that is no object is an InputError naming it."""
+    items = data.get(section)
+    if items is None:
+        return
+    if not isinstance(items, list):
+        raise InputError("expected a list", path=str(path), field=section, reason="bad_annotation")
+    for i, item in enumerate(items):
+        where = f"{section}[{i}]"
+        if not isinstance(item, dict):
+            raise InputError("expected a JSON object", path=str(path), field=where, reason="bad_annotation")
+        yield where, item
+
+
+def coco_value(record: dict[str, Any], key: str, where: str, path: str | Path) -> Any:
+    """``record[key]`` of a COCO record, or an InputError naming the file, record and field."""
+    value = record.get(key)
+    if value is None:
+        said = "is null" if key in record else "is missing"
+        raise InputError(said, path=str(path), field=f"{where}.{key}", reason="bad_annotation")
+    return value
 
 
 def read_records(path: str | Path, problems: Problems) -> list[tuple[int, dict[str, Any]]]:
