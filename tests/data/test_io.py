@@ -18,6 +18,7 @@ from PIL import Image
 
 from rlhfv.data.io import (
     read_corrections,
+    read_corrections_with_rows,
     read_jsonl,
     read_parquet,
     read_rlaifv_dataset,
@@ -290,6 +291,13 @@ def _jsonl(tmp_path, *objs_or_lines) -> Path:
 
 
 GOOD = {"image": str(JPEG.resolve()), "question": "q", "original": "a cat", "corrected": "a dog"}
+SEGMENT = {
+    "kind": "replace",
+    "original_start": 2,
+    "original_end": 5,
+    "corrected_start": 2,
+    "corrected_end": 5,
+}
 
 
 @pytest.mark.parametrize(
@@ -301,7 +309,19 @@ GOOD = {"image": str(JPEG.resolve()), "question": "q", "original": "a cat", "cor
         ({**GOOD, "corrected": "a cat"}, "corrected", "identical_answers"),
         ({k: v for k, v in GOOD.items() if k != "question"}, "question", "missing_field"),
         ({**GOOD, "image": None, "image_base64": "%%%"}, "image_base64", "unreadable_image"),
+        ({**GOOD, "image": None, "image_base64": ["iVBO", "Rw0K"]}, "image_base64", "not_a_string"),
         ('{"image": "x", "question": ', None, "malformed_json"),
+        ({**GOOD, "segments": [{**SEGMENT, "original_start": "2"}]}, "segments", "bad_segments"),
+        ({**GOOD, "segments": [{**SEGMENT, "corrected_end": 3.5}]}, "segments", "bad_segments"),
+        ({**GOOD, "segments": [{**SEGMENT, "original_end": True}]}, "segments", "bad_segments"),
+        ({**GOOD, "segments": [{**SEGMENT, "kind": ["replace"]}]}, "segments", "bad_segments"),
+        (
+            {**GOOD, "segments": [{k: v for k, v in SEGMENT.items() if k != "original_end"}]},
+            "segments",
+            "bad_segments",
+        ),
+        ({**GOOD, "segments": {"kind": "replace"}}, "segments", "bad_segments"),
+        ({**GOOD, "segments": ["replace"]}, "segments", "bad_segments"),
     ],
 )
 def test_bad_jsonl_rows_name_file_row_and_field(tmp_path, bad, field, reason):
@@ -405,3 +425,98 @@ def test_jsonl_image_files_of_records_sharing_an_id_do_not_overwrite_each_other(
     back = list(read_jsonl(tmp_path / "c.jsonl"))
     assert [Path(c.image).read_bytes() for c in back] == [c.image for c in recs]
     assert len(set(os.listdir(tmp_path / "imgs"))) == 3
+
+
+def test_integral_float_offsets_are_taken_as_integers(tmp_path):
+    f = _jsonl(tmp_path, {**GOOD, "segments": [{**SEGMENT, "original_start": 2.0, "original_end": 5.0}]})
+    (c,) = read_jsonl(f)
+    assert c.segments == [ChangedSegment("replace", 2, 5, 2, 5)]
+    assert all(type(v) is int for k, v in c.segments[0].to_dict().items() if k.endswith(("start", "end")))
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=4),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(_JSON_SCALARS)
+def test_a_segment_offset_is_read_as_its_integer_or_refused_as_bad_segments(value):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = _jsonl(Path(tmp), {**GOOD, "segments": [{**SEGMENT, "original_start": value}]})
+        errors: list[InputError] = []
+        got = list(read_jsonl(f, on_error=errors.append))
+    integral = not isinstance(value, bool | str | None) and float(value).is_integer()
+    if integral:
+        assert not errors and got[0].segments[0].original_start == value
+        assert type(got[0].segments[0].original_start) is int
+    else:
+        assert not got
+        assert [(e.row, e.field, e.reason) for e in errors] == [(1, "segments", "bad_segments")]
+        assert "original_start must be an integer" in errors[0].message
+
+
+# ---- encodings and JSON arrays ---------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=8), st.booleans())
+def test_each_line_that_is_not_utf8_is_one_bad_row_and_a_bom_is_ignored(bad_lines, bom):
+    import tempfile
+
+    lines = [
+        json.dumps({**GOOD, "question": f"caf\u00e9 {k}"}, ensure_ascii=False).encode(
+            "latin-1" if bad else "utf-8"
+        )
+        for k, bad in enumerate(bad_lines)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "c.jsonl"
+        f.write_bytes((b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + b"\n")
+        errors: list[InputError] = []
+        got = list(read_jsonl(f, on_error=errors.append))
+    assert [c.question for c in got] == [f"caf\u00e9 {k}" for k, bad in enumerate(bad_lines) if not bad]
+    assert [(e.row, e.reason) for e in errors] == [
+        (k + 1, "not_utf8") for k, bad in enumerate(bad_lines) if bad
+    ]
+    assert all(str(e).endswith("not UTF-8 text (byte 0xe9); save the file as UTF-8") for e in errors)
+
+
+def test_a_json_array_file_is_read_with_rows_numbered_by_element(tmp_path):
+    f = tmp_path / "llava.json"
+    f.write_text(json.dumps([GOOD, {**GOOD, "corrected": "a cat"}, {**GOOD, "corrected": "a cow"}], indent=1))
+    assert sniff_format(f) == "jsonl"
+    errors: list[InputError] = []
+    got = list(read_corrections_with_rows(f, on_error=errors.append))
+    assert [(row, c.corrected) for row, c in got] == [(1, "a dog"), (3, "a cow")]
+    assert [(e.row, e.reason) for e in errors] == [(2, "identical_answers")]
+    # one record per line in a .json file is still JSONL
+    lines = _jsonl(tmp_path, GOOD, GOOD).rename(tmp_path / "lines.json")
+    assert len(list(read_corrections(lines))) == 2
+
+
+def test_a_broken_json_array_or_one_not_in_utf8_is_a_file_error(tmp_path):
+    f = tmp_path / "a.json"
+    f.write_text('[{"question": "q"},\n {"question": }]')
+    with pytest.raises(
+        InputError, match=r"malformed JSON array \(Expecting value at line 2 column 15\)"
+    ) as info:
+        list(read_corrections(f, on_error=lambda e: None))
+    assert (info.value.path, info.value.row, info.value.reason) == (str(f), None, "malformed_json")
+    f.write_bytes(b'[\n{"question": "caf\xe9"}]')
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
+        list(read_corrections(f))
+
+
+def test_jsonl_format_on_a_parquet_file_names_the_mistake(tmp_path):
+    f = tmp_path / "c.parquet"
+    write_parquet(_records(tmp_path), f)
+    with pytest.raises(InputError, match="is a parquet file, not JSONL") as info:
+        list(read_corrections(f, format="jsonl", on_error=lambda e: None))
+    assert info.value.path == str(f)

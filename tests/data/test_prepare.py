@@ -435,3 +435,74 @@ def test_gamma_must_be_positive_and_its_help_says_it_is_only_recorded(tmp_path, 
         main(["data", "prepare", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "only recorded in rlhfv_prepared.json" in help_text and "training default" not in help_text
+
+
+def _thin_png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (1000, 2), "red").save(path)
+    return path
+
+
+def test_skip_bad_skips_an_image_the_processor_refuses(tmp_path, capsys):
+    _thin_png(tmp_path / "thin.png")
+    f = _write_jsonl(tmp_path / "in.jsonl", [GOOD, {**GOOD, "image": "thin.png"}, GOOD])
+    argv = ("data", "prepare", f, tmp_path / "out", "--processor", "tiny-qwen2-vl")
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"rlhfv: error: {f}: row 2: field image: the processor refuses this 1000x2 image")
+    rc, stdout, _ = _run(capsys, *argv, "--skip-bad", "--json")
+    summary = json.loads(stdout)
+    assert rc == 0 and (summary["rows_read"], summary["rows_written"]) == (3, 2)
+    assert summary["skipped_reasons"] == {"bad_image": 1}
+
+
+def test_prepare_reads_a_json_array_and_skips_its_elements_not_its_lines(tmp_path, capsys):
+    f = tmp_path / "llava.json"
+    f.write_text(json.dumps([GOOD, {**GOOD, "corrected": ""}, GOOD], indent=2))
+    rc, stdout, _ = _run(
+        capsys, "data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava", "--skip-bad", "--json"
+    )
+    summary = json.loads(stdout)
+    assert rc == 0 and (summary["rows_read"], summary["rows_written"]) == (3, 2)
+    assert summary["skipped_reasons"] == {"empty_answer": 1}
+    assert load_prepared(tmp_path / "out")[0]["id"] == ["1", "3"]
+
+
+def test_skip_bad_skips_lines_that_are_not_utf8_and_reads_a_bom(tmp_path, capsys):
+    line = json.dumps({**GOOD, "question": "Qu'est-ce que c'est, café?"}, ensure_ascii=False)
+    f = tmp_path / "in.jsonl"  # a BOM, the line in UTF-8, the same line in Latin-1
+    f.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\n" + line.encode("latin-1") + b"\n")
+    rc, _, err = _run(capsys, "data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava")
+    assert (
+        rc == 2 and err == f"rlhfv: error: {f}: row 2: not UTF-8 text (byte 0xe9); save the file as UTF-8\n"
+    )
+    rc, stdout, _ = _run(
+        capsys, "data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava", "--skip-bad", "--json"
+    )
+    assert rc == 0 and json.loads(stdout)["skipped_reasons"] == {"not_utf8": 1}
+    rc, out, _ = _run(capsys, "data", "show", f)
+    assert rc == 0 and "café" in out
+
+
+@pytest.mark.parametrize(("offset", "ok"), [(2.0, True), ("2", False), (2.5, False)])
+def test_show_and_prepare_with_segment_offsets_that_are_not_ints(tmp_path, capsys, offset, ok):
+    seg = {
+        "kind": "replace",
+        "original_start": offset,
+        "original_end": 5,
+        "corrected_start": 2,
+        "corrected_end": 6,
+    }
+    f = _write_jsonl(tmp_path / "in.jsonl", [{**GOOD, "segments": [seg]}])
+    for argv in (("data", "show", f), ("data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava")):
+        rc, out, err = _run(capsys, *argv)
+        if ok:
+            assert rc == 0
+        else:
+            assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+            assert err.startswith(
+                f"rlhfv: error: {f}: row 1: field segments: segment 1: original_start must be"
+            )
+    if ok:
+        assert load_prepared(tmp_path / "out")[1]["summary"]["rows_written"] == 1

@@ -119,24 +119,65 @@ def completion_text(processor, question: str, answer: str) -> tuple[str, int]:
     return (completion, at) if at >= 0 else (answer, 0)
 
 
-def answer_tokens(processor, question: str, answer: str) -> tuple[list[int], list[tuple[int, int]]]:
+def answer_tokens(
+    processor, question: str, answer: str, *, offsets: bool = True
+) -> tuple[list[int], list[tuple[int, int]] | None]:
     """Token ids of the assistant turn (ending with eos) and each token's span in ``answer``.
 
     Tokens of the template's framing around the answer get the empty span ``(0, 0)``;
-    eos is appended unless the turn already contains it.
+    eos is appended unless the turn already contains it. ``offsets=False`` gives no spans
+    (``None``): only the paper alignment needs them, and Python (slow) tokenizers have none.
     """
     tokenizer = processor.tokenizer
     text, at = completion_text(processor, question, answer)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
+    except NotImplementedError:  # older transformers' Python tokenizers refuse offsets
+        enc = {}  # (newer ones ignore the request): either way, no offset_mapping
+    if offsets and "offset_mapping" not in enc:
+        raise no_offsets_error(processor)
     ids = list(enc["input_ids"])
-    spans = []
-    for s, e in enc["offset_mapping"]:
-        s, e = max(s, at) - at, min(e, at + len(answer)) - at
-        spans.append((s, e) if s < e else (0, 0))
+    spans = None
+    if offsets:
+        spans = []
+        for s, e in enc["offset_mapping"]:
+            s, e = max(s, at) - at, min(e, at + len(answer)) - at
+            spans.append((s, e) if s < e else (0, 0))
     if tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
-        spans.append((0, 0))
+        if spans is not None:
+            spans.append((0, 0))
     return ids, spans
+
+
+def processor_label(processor, name: str | None = None) -> str:
+    """What to call ``processor`` in a message: the name it was loaded by, else its folder or class."""
+    return str(
+        name
+        or getattr(processor, "name_or_path", None)
+        or getattr(getattr(processor, "tokenizer", None), "name_or_path", None)
+        or type(processor).__name__
+    )
+
+
+def has_offsets(tokenizer) -> bool:
+    """Whether ``tokenizer`` maps tokens to character offsets (fast, Rust-backed tokenizers do)."""
+    try:
+        return "offset_mapping" in tokenizer("a", add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        return False
+
+
+def no_offsets_error(processor, name: str | None = None) -> InputError:
+    """The error for ``--alignment paper`` with a tokenizer that gives no character offsets."""
+    return InputError(
+        f"its tokenizer ({type(processor.tokenizer).__name__}) gives no character offsets, which "
+        "--alignment paper needs to map changed spans onto tokens; use a fast tokenizer "
+        "(a tokenizer.json in the processor folder) or --alignment reference",
+        path=processor_label(processor, name),
+        field="--processor",
+        reason="no_offsets",
+    )
 
 
 def _prompt_text(processor, question: str) -> tuple[str, bool]:
@@ -146,12 +187,41 @@ def _prompt_text(processor, question: str) -> tuple[str, bool]:
     return prompt, not (bos and prompt.startswith(bos))
 
 
-def prompt_ids(processor, image, question: str) -> list[int]:
-    """Token ids of the rendered prompt with the image placeholder(s) expanded by the processor."""
+def prompt_ids(
+    processor, image, question: str, *, path: str | None = None, row: int | None = None
+) -> list[int]:
+    """Token ids of the rendered prompt with the image placeholder(s) expanded by the processor.
+
+    An image the processor refuses (Qwen2-VL: an aspect ratio over 200) is an :class:`InputError`
+    on the row's ``image`` field, reason ``bad_image``.
+    """
     prompt, add_special = _prompt_text(processor, question)
-    out = processor(images=[image], text=[prompt], add_special_tokens=add_special)
+    try:
+        out = processor(images=[image], text=[prompt], add_special_tokens=add_special)
+    except ValueError as err:
+        if not _refuses_image(processor, image):
+            raise  # the processor fails on any input: a setup problem, not this row's
+        raise InputError(
+            f"the processor refuses this {image.width}x{image.height} image ({err})",
+            path=path,
+            row=row,
+            field="image",
+            reason="bad_image",
+        ) from None
     ids = out["input_ids"][0]
     return ids.tolist() if hasattr(ids, "tolist") else list(ids)
+
+
+def _refuses_image(processor, image) -> bool:
+    """Whether the processor's image processor alone raises ``ValueError`` on ``image``."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        return True
+    try:
+        image_processor(images=[image])
+    except ValueError:
+        return True
+    return False
 
 
 def image_size(
@@ -235,7 +305,9 @@ class PromptEncoder:
 
     def _full(self, data, question, path, row, image=None) -> list[int]:  # noqa: ANN001
         self.full_runs += 1
-        return prompt_ids(self.processor, open_image(data, path=path, row=row, image=image), question)
+        return prompt_ids(
+            self.processor, open_image(data, path=path, row=row, image=image), question, path=path, row=row
+        )
 
     def _raw(self, prompt: str, add_special: bool) -> list[int]:
         return list(self.processor.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
@@ -307,8 +379,9 @@ def encode_correction(
     :func:`changed_segments`); ``"reference"`` marks what the RLHF-V reference code's
     token-id diff marks (``kinds`` is then ignored: it counts replacements only).
     ``prompt_encoder`` (a :class:`PromptEncoder` for ``processor``) makes a long run faster
-    with identical results. Raises :class:`InputError` for an unreadable image, an answer containing the image
-    placeholder, or a sequence over ``max_length``.
+    with identical results. Raises :class:`InputError` for an unreadable image or one the
+    processor refuses, an answer containing the image placeholder, a sequence over
+    ``max_length``, or ``alignment="paper"`` with a tokenizer that gives no offsets.
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
@@ -328,7 +401,8 @@ def encode_correction(
     if prompt_encoder is not None:
         prompt = prompt_encoder(data, correction.question, path=path, row=row, image=image)
     else:
-        prompt = prompt_ids(processor, open_image(data, path=path, row=row, image=image), correction.question)
+        decoded = open_image(data, path=path, row=row, image=image)
+        prompt = prompt_ids(processor, decoded, correction.question, path=path, row=row)
     start = len(prompt)
     if correction.segments is not None:
         segments = check_segments(
@@ -342,7 +416,7 @@ def encode_correction(
         ("chosen", "corrected", correction.corrected, "corrected"),
         ("rejected", "original", correction.original, "original"),
     ):
-        answer_ids, spans = answer_tokens(processor, correction.question, text)
+        answer_ids, spans = answer_tokens(processor, correction.question, text, offsets=alignment == "paper")
         ids = [*prompt, *answer_ids]
         if max_length is not None and len(ids) > max_length:
             raise InputError(

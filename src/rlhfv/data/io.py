@@ -6,7 +6,10 @@ Formats (``read_corrections`` sniffs which one a path holds):
   ``corrected`` (``rejected`` / ``chosen`` accepted as aliases), ``image`` (a path,
   relative to the file's folder or absolute, or a ``data:image/...;base64,`` URI) or
   ``image_base64``, and optional ``id``, ``annotator``, ``segments`` (list of
-  :class:`ChangedSegment` dicts), ``source`` (object).
+  :class:`ChangedSegment` dicts, integer offsets; an integral float such as ``2.0`` is
+  taken as that integer), ``source`` (object). UTF-8, a leading BOM allowed; a line that
+  is not UTF-8 is a bad row. A file (``.json`` or ``.jsonl``) holding one JSON array of
+  such objects (LLaVA-style) is read too, whole, its rows numbered 1..n by element.
 * **Parquet** (rlhfv's own layout): the same fields as columns, ``image`` binary,
   ``segments`` and ``source`` as JSON strings. Read in record batches.
 * **RLHF-V-Dataset** layout (as published): ``ds_name``, ``image`` (struct with
@@ -20,7 +23,7 @@ Exports: :func:`to_hf_dataset` (a ``datasets.Dataset`` built from a generator, n
 all records in memory) and :func:`to_trl_dataset` (TRL's preference format: ``images``,
 ``prompt``, ``chosen``, ``rejected``).
 
-Row numbers in errors: JSONL rows are 1-based line numbers, parquet rows 0-based indices.
+Row numbers in errors: JSONL rows are 1-based line numbers, parquet rows 1-based within each file.
 Bad rows raise :class:`InputError`, or go to ``on_error(err)`` and are skipped when an
 ``on_error`` callback is given; a file-level problem (no such file, missing columns)
 always raises.
@@ -148,7 +151,15 @@ def image_extension(data: bytes) -> str:
     return ".img"
 
 
-def _decode_b64(text: str, *, path: str, row: int, field: str) -> bytes:
+def _decode_b64(text: Any, *, path: str, row: int, field: str) -> bytes:
+    if not isinstance(text, str):
+        raise InputError(
+            f"must be a base64 string, got {type(text).__name__}",
+            path=path,
+            row=row,
+            field=field,
+            reason="not_a_string",
+        )
     payload = text.split(",", 1)[1] if text.startswith("data:") else text
     try:
         return base64.b64decode(payload, validate=True)
@@ -167,22 +178,29 @@ def _resolve_image_path(value: str, base: Path) -> str:
 
 
 def _segments_from(value: Any, *, path: str, row: int) -> list[ChangedSegment] | None:
+    """Segments of a row (a list, or its JSON string), each checked by :meth:`ChangedSegment.from_dict`
+    (integer offsets; an integral float such as ``2.0`` is taken as that integer)."""
+    usage = "must be a list of {kind, original_start, original_end, corrected_start, corrected_end}"
+
+    def bad(message: str) -> InputError:
+        return InputError(message, path=path, row=row, field="segments", reason="bad_segments")
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as err:
+            raise bad(f"malformed JSON ({err.msg}); {usage}") from None
     if value is None:
         return None
-    try:
-        if isinstance(value, str):
-            value = json.loads(value) if value.strip() else None
-            if value is None:
-                return None
-        return [ChangedSegment.from_dict(d) for d in value]
-    except (TypeError, KeyError, AttributeError, json.JSONDecodeError):
-        raise InputError(
-            "segments must be a list of {kind, original_start, original_end, corrected_start, corrected_end}",
-            path=path,
-            row=row,
-            field="segments",
-            reason="bad_segments",
-        ) from None
+    if not isinstance(value, list):
+        raise bad(f"{usage}, got {type(value).__name__}")
+    segments = []
+    for k, d in enumerate(value, start=1):
+        try:
+            segments.append(ChangedSegment.from_dict(d))
+        except ValueError as err:
+            raise bad(f"segment {k}: {err}") from None
+    return segments
 
 
 def _pick(obj: dict[str, Any], *names: str, path: str, row: int) -> Any:
@@ -194,7 +212,7 @@ def _pick(obj: dict[str, Any], *names: str, path: str, row: int) -> Any:
 
 def _from_json_object(obj: Any, base: Path, *, path: str, row: int) -> Correction:
     if not isinstance(obj, dict):
-        raise InputError("line is not a JSON object", path=path, row=row, reason="malformed_json")
+        raise InputError("record is not a JSON object", path=path, row=row, reason="malformed_json")
     if obj.get("image_base64"):
         image: str | bytes = _decode_b64(obj["image_base64"], path=path, row=row, field="image_base64")
     else:
@@ -226,15 +244,36 @@ def _from_json_object(obj: Any, base: Path, *, path: str, row: int) -> Correctio
 
 
 def read_jsonl(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator[Correction]:
-    """Stream corrections from a JSONL file (one record per line; blank lines skipped)."""
+    """Stream corrections from a JSONL file (one record per line; blank lines skipped), or
+    from a file holding one JSON array of records (see :func:`is_json_array`)."""
     return (c for _, c in _jsonl_rows(path, on_error))
+
+
+def is_json_array(path: str | os.PathLike) -> bool:
+    """Whether a JSON(L) file holds one top-level JSON array (LLaVA-style ``.json``) rather than lines."""
+    with _open_binary(Path(path)) as f:
+        return f.read(4096).removeprefix(_BOM).lstrip().startswith(b"[")
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _jsonl_rows(path: str | os.PathLike, on_error: OnError) -> Iterator[tuple[int, Correction]]:
     path = Path(path)
     base = path.parent.resolve()
     name = str(path)
-    with _open_text(path) as f:
+    if is_json_array(path):
+        yield from _json_array_rows(path, base, name, on_error)
+        return
+    # bytes, decoded line by line: a line that is not UTF-8 is one bad row, not a dead file
+    with _open_binary(path) as f:
+        if f.read(4) == b"PAR1":
+            raise InputError(
+                "is a parquet file, not JSONL; leave out --format jsonl or name its parquet layout",
+                path=name,
+                reason="unknown_format",
+            )
+        f.seek(0)
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 c = _emit(partial(_json_line, line, base, name, lineno), on_error, name, lineno)
@@ -242,9 +281,46 @@ def _jsonl_rows(path: str | os.PathLike, on_error: OnError) -> Iterator[tuple[in
                     yield lineno, c
 
 
-def _json_line(line: str, base: Path, name: str, lineno: int) -> Correction:
+def _json_array_rows(
+    path: Path, base: Path, name: str, on_error: OnError
+) -> Iterator[tuple[int, Correction]]:
+    """Records of a JSON array file, rows numbered 1..n by element. The standard library
+    cannot stream an array, so the file is read whole: convert a large one to JSONL."""
+    data = path.read_bytes()
     try:
-        obj = json.loads(line)
+        items = json.loads(_decode(data, name, None))
+    except json.JSONDecodeError as err:
+        raise InputError(
+            f"malformed JSON array ({err.msg} at line {err.lineno} column {err.colno})",
+            path=name,
+            reason="malformed_json",
+        ) from None
+    if not isinstance(items, list):
+        raise InputError("expected a JSON array of records", path=name, reason="malformed_json")
+    for row, obj in enumerate(items, start=1):
+        c = _emit(partial(_from_json_object, obj, base, path=name, row=row), on_error, name, row)
+        if c is not None:
+            yield row, c
+
+
+def _decode(data: bytes, name: str, row: int | None) -> str:
+    try:
+        return data.decode("utf-8-sig")  # a BOM (Windows editors write one) is not part of the JSON
+    except UnicodeDecodeError as err:
+        bad = err.object  # without the BOM, which err.start does not count
+        line = bad.count(b"\n", 0, err.start) + 1
+        where = "" if row is not None else f" on line {line}"
+        raise InputError(
+            f"not UTF-8 text (byte 0x{bad[err.start]:02x}{where}); save the file as UTF-8",
+            path=name,
+            row=row,
+            reason="not_utf8",
+        ) from None
+
+
+def _json_line(line: bytes, base: Path, name: str, lineno: int) -> Correction:
+    try:
+        obj = json.loads(_decode(line, name, lineno))
     except json.JSONDecodeError as err:
         raise InputError(
             f"malformed JSON ({err.msg})", path=name, row=lineno, reason="malformed_json"
@@ -252,9 +328,9 @@ def _json_line(line: str, base: Path, name: str, lineno: int) -> Correction:
     return _from_json_object(obj, base, path=name, row=lineno)
 
 
-def _open_text(path: Path):
+def _open_binary(path: Path):
     try:
-        return path.open(encoding="utf-8")
+        return path.open("rb")
     except OSError as err:
         raise InputError(
             f"cannot open: {err.strerror or err}", path=str(path), reason="unreadable_file"

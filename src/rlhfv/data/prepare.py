@@ -22,8 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhfv.data.encode import PromptEncoder, encode_correction, image_token
-from rlhfv.data.io import read_corrections_with_rows, sniff_format
+from rlhfv.data.encode import (
+    PromptEncoder,
+    encode_correction,
+    has_offsets,
+    image_token,
+    no_offsets_error,
+    processor_label,
+)
+from rlhfv.data.io import is_json_array, read_corrections_with_rows, sniff_format
 from rlhfv.data.weights import ALIGNMENTS, CHANGE_KINDS
 from rlhfv.errors import InputError
 
@@ -85,16 +92,6 @@ def load_processor(spec: str):
     )
 
 
-def processor_label(processor, name: str | None = None) -> str:
-    """What to call ``processor`` in a message: the name it was loaded by, else its folder or class."""
-    return str(
-        name
-        or getattr(processor, "name_or_path", None)
-        or getattr(getattr(processor, "tokenizer", None), "name_or_path", None)
-        or type(processor).__name__
-    )
-
-
 def check_chat_template(processor, name: str | None = None) -> None:
     """Every prompt is rendered with the processor's chat template: refuse a processor without one.
 
@@ -115,6 +112,8 @@ def count_rows(path: Path, fmt: str) -> int | None:
     """Rows in the input, cheaply (line count / parquet metadata), for the progress bar."""
     try:
         if fmt == "jsonl":
+            if is_json_array(path):
+                return None  # rows are array elements, not lines
             with path.open("rb") as f:
                 return sum(1 for line in f if line.strip())
         import pyarrow.parquet as pq
@@ -281,6 +280,8 @@ def prepare(
         )
     fmt = input_format or sniff_format(input_path)
     check_chat_template(processor, processor_name)
+    if alignment == "paper" and not has_offsets(processor.tokenizer):
+        raise no_offsets_error(processor, processor_name)  # before any row: not a row to skip
     job = _Job(input_path, fmt, processor, alignment, kinds, max_length, skip_bad, progress)
 
     output.parent.mkdir(parents=True, exist_ok=True)

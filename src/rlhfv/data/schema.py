@@ -8,12 +8,26 @@ the DPO *rejected* response, the corrected answer the *chosen* one (RLHF-V, Sec.
 from __future__ import annotations
 
 import io
+import operator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 CHANGE_CATEGORIES: tuple[str, ...] = ("object", "position", "number", "attribute", "action", "other")
 SegmentKind = Literal["replace", "insert", "delete"]
+SEGMENT_OFFSETS: tuple[str, ...] = ("original_start", "original_end", "corrected_start", "corrected_end")
+
+
+def _offset(name: str, value: Any) -> int:
+    """``value`` as an integer offset: an int (numpy's too), or an integral float such as ``2.0``."""
+    if not isinstance(value, bool):  # True is an int to Python, never an offset to a user
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,24 @@ class ChangedSegment:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChangedSegment:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        """The segment in ``d`` (other keys ignored), checked so that no bad value reaches the slicing.
+
+        Offsets must be integers; an integral float (``2.0``, what some JSON writers emit) is
+        accepted as that integer, anything else (``"2"``, ``2.5``, ``true``) is refused.
+        ``kind`` must be a string and ``category`` a string or null. Raises ``ValueError``
+        saying which key is wrong.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a segment must be an object, got {type(d).__name__}")
+        missing = [k for k in ("kind", *SEGMENT_OFFSETS) if k not in d]
+        if missing:
+            raise ValueError(f"segment has no {', '.join(missing)}")
+        kind, category = d["kind"], d.get("category")
+        if not isinstance(kind, str):
+            raise ValueError(f"kind must be a string, got {kind!r}")
+        if category is not None and not isinstance(category, str):
+            raise ValueError(f"category must be a string or null, got {category!r}")
+        return cls(kind=kind, category=category, **{k: _offset(k, d[k]) for k in SEGMENT_OFFSETS})
 
 
 @dataclass
