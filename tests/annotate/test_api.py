@@ -13,7 +13,15 @@ from sqlalchemy import func, select, update
 
 from rlhfv.annotate import service
 from rlhfv.annotate.db import Assignment, Submission, Task
-from tests.annotate.conftest import APPLES_CORRECTED, APPLES_SEGMENTS, IMAGES, PASSWORD, LiveServer, make_env
+from tests.annotate.conftest import (
+    ANSWERS,
+    APPLES_CORRECTED,
+    APPLES_SEGMENTS,
+    IMAGES,
+    PASSWORD,
+    LiveServer,
+    make_env,
+)
 
 EDITS = [
     {"start": 10, "end": 13, "text": "one", "category": "number"},  # "two" -> "one"
@@ -193,6 +201,22 @@ def test_release_gives_the_task_back(env) -> None:
     assert claim(bob)["assignment_id"] == a["assignment_id"]
 
 
+def test_skipped_task_is_not_offered_again_to_who_skipped_it(db_url, tmp_path) -> None:
+    env = make_env(db_url, tmp_path, n_tasks=3)
+    ann, bob = env.client("ann"), env.client("bob")
+    skipped = []
+    for _ in range(3):
+        task = claim(ann)
+        skipped.append(task["task_id"])
+        assert ann.post(f"/api/assignments/{task['assignment_id']}/release").status_code == 200
+    assert len(set(skipped)) == 3  # each skip moves on to another task
+    # the skips are ann's: bob gets the first task
+    assert claim(bob)["task_id"] == skipped[0]
+    # only tasks ann skipped are left: the one skipped longest ago comes back
+    assert claim(ann)["task_id"] == skipped[1]
+    env.db.dispose()
+
+
 # ---------------------------------------------------------------- submit
 
 
@@ -224,6 +248,20 @@ def test_retried_submit_is_recorded_once(env) -> None:
     # the same key cannot be reused for another task
     other = claim(ann)["assignment_id"]
     assert submit(ann, other, key="retry-key-1").status_code == 409
+
+
+def test_reused_key_with_another_body_is_refused(env) -> None:
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    assert submit(ann, aid, key="body-key-1").status_code == 201
+    # the annotator changed the edits after a lost answer, the client kept the key
+    for edits, correct in [(EDITS[:1], False), ([], True)]:
+        res = submit(ann, aid, key="body-key-1", edits=edits, correct=correct)
+        assert res.status_code == 409 and "different" in res.json()["detail"]
+    # the same edits (in any order) are the same submit
+    again = submit(ann, aid, key="body-key-1", edits=EDITS[::-1])
+    assert again.status_code == 200 and again.json()["duplicate"]
+    assert n_submissions(env) == 1
 
 
 def test_concurrent_retries_of_one_submit_make_one_record(env) -> None:
@@ -264,6 +302,38 @@ def test_invalid_corrections_are_rejected_and_not_stored(env, edits, correct) ->
     ann = env.client("ann")
     aid = claim(ann)["assignment_id"]
     assert submit(ann, aid, edits=edits, correct=correct).status_code == 422
+    assert n_submissions(env) == 0
+
+
+APPLES = ANSWERS[0][1]
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        # "two" -> "two red" and " red" deleted: the edits cancel out
+        (
+            [
+                {"start": 10, "end": 13, "text": "two red", "category": "number"},
+                {"start": 13, "end": 17, "text": "", "category": "attribute"},
+            ],
+            "the corrected answer is identical to the original",
+        ),
+        (
+            [{"start": 0, "end": len(APPLES), "text": "", "category": "other"}],
+            "the corrected answer is empty",
+        ),
+        (
+            [{"start": 0, "end": len(APPLES), "text": " \n", "category": "other"}],
+            "the corrected answer is empty",
+        ),
+    ],
+)
+def test_corrections_leaving_an_empty_or_unchanged_answer_are_rejected(env, edits, message) -> None:
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    res = submit(ann, aid, edits=edits)
+    assert res.status_code == 422 and res.json()["detail"].startswith(message)
     assert n_submissions(env) == 0
 
 
@@ -430,6 +500,22 @@ def test_model_text_is_returned_verbatim_and_the_page_forbids_inline_script(db_u
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     env.db.dispose()
+
+
+def test_ids_beyond_the_integer_range_are_refused(env) -> None:
+    ann, rita = env.client("ann"), env.client("rita")
+    aid = claim(ann)["assignment_id"]
+    for big in (2**31, 2**63, 10**23):
+        for method, path in [
+            ("GET", f"/api/assignments/{big}"),
+            ("GET", f"/api/tasks/{big}/image"),
+            ("POST", f"/api/assignments/{big}/release"),
+            ("POST", f"/api/assignments/{big}/extend"),
+        ]:
+            assert ann.request(method, path).status_code in (404, 422), (method, path)
+        assert submit(ann, big).status_code in (404, 422)
+        assert rita.post(f"/api/review/{big}", json={"accept": True}).status_code in (404, 422)
+    assert ann.get(f"/api/assignments/{aid}").status_code == 200
 
 
 def test_request_size_is_limited(env) -> None:

@@ -95,6 +95,14 @@ def wait_until(page, js: str, timeout: float = 15.0) -> None:  # noqa: ANN001
         time.sleep(0.05)
 
 
+def select(page, start: int, end: int) -> None:  # noqa: ANN001
+    """Select ``[start, end)`` of the answer and wait for the page to take it: the
+    ``selectionchange`` event comes later and would overwrite a correction typed before it."""
+    page.evaluate(SELECT_JS, [start, end])
+    text = ANSWERS[0][1][start:end]
+    wait_until(page, f"document.getElementById('selected').textContent === {json.dumps(text)}")
+
+
 def login(page, url: str, name: str) -> None:  # noqa: ANN001
     page.goto(url)
     page.fill("#login-name", name)
@@ -117,20 +125,20 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
 
     # segment 1: mouse-style selection, typed correction, category by click, Enter adds it
     two = answer.index("two")
-    page.evaluate(SELECT_JS, [two, two + 3])
+    select(page, two, two + 3)
     assert page.text_content("#selected") == "two"
     page.fill("#correction", "one")
     page.click("#categories button[data-category=number]")
     page.press("#correction", "Enter")
     # segment 2: category by keyboard (Alt+4 = attribute in the text box)
     red = answer.index("red")
-    page.evaluate(SELECT_JS, [red, red + 3])
+    select(page, red, red + 3)
     page.fill("#correction", "green")
     page.press("#correction", "Alt+4")
     page.press("#correction", "Enter")
     # a third edit, then undo it with the keyboard
     knife = answer.index("knife")
-    page.evaluate(SELECT_JS, [knife, knife + 5])
+    select(page, knife, knife + 5)
     page.fill("#correction", "spoon")
     page.press("#correction", "Enter")
     assert page.locator("#edit-list li").count() == 3
@@ -203,3 +211,53 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
     wait_until(review, "document.getElementById('review-status').textContent === 'Accepted.'")
     res = cli("export", str(out), "--accepted-only", home=home)
     assert json.loads(out.read_text())["source"]["review_status"] == "accepted"
+
+
+def test_changed_edits_after_a_lost_answer_get_a_new_key(server, browser) -> None:
+    """The server saves a submit but its answer is lost; the annotator then changes the
+    edits. The next submit must not reuse the key, or the server would take it for the
+    first one and the change would be silently dropped."""
+    proc, _home = server
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    # the retry back-off (0.5 s .. 8 s), cut short
+    page.add_init_script(
+        "{ const st = window.setTimeout; window.setTimeout = (f, ms, ...a) => st(f, Math.min(ms, 20), ...a); }"
+    )
+    keys: list[str] = []
+
+    def lose_the_answer(route) -> None:  # noqa: ANN001
+        keys.append(json.loads(route.request.post_data)["idempotency_key"])
+        route.fetch()  # the server records it...
+        route.fulfill(status=503, body="{}")  # ...and the browser never hears
+
+    page.route("**/submit", lose_the_answer)
+    login(page, proc.url, "ann")
+    wait_until(page, "document.getElementById('answer').textContent.includes('apples')")
+    answer = ANSWERS[0][1]
+    for word, text, category in [("two", "one", "number"), ("red", "green", "attribute")]:
+        at = answer.index(word)
+        select(page, at, at + len(word))
+        page.fill("#correction", text)
+        page.click(f"#categories button[data-category={category}]")
+        page.press("#correction", "Enter")
+        if word == "two":
+            page.click("#submit")
+            wait_until(page, "document.getElementById('status').textContent.startsWith('Could not save')")
+            page.unroute("**/submit")
+            page.on(
+                "request",
+                lambda r: (
+                    keys.append(json.loads(r.post_data)["idempotency_key"])
+                    if r.url.endswith("/submit")
+                    else None
+                ),
+            )
+    assert len(keys) == 5 and len(set(keys)) == 1  # the automatic retries share the key
+    page.click("#submit")
+    # a new key: the server says the task was already submitted, nothing is lost silently
+    wait_until(page, "document.getElementById('status').classList.contains('bad')")
+    assert "is submitted" in page.text_content("#status") and len(keys) == 6 and keys[5] != keys[0]
+    # undo is an edit too
+    page.evaluate("state.pendingKey = 'stale-key'")
+    page.keyboard.press("u")
+    assert page.evaluate("state.pendingKey") is None

@@ -15,15 +15,16 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from rlhfv.annotate import service
-from rlhfv.annotate.db import Database, Task
+from rlhfv.annotate.app import Settings
+from rlhfv.annotate.db import Database, Submission, Task
 from rlhfv.annotate.edits import Edit
 from rlhfv.annotate.store import image_file, import_generations, store_image
 from rlhfv.cli import main
 from rlhfv.data.io import read_jsonl, read_parquet
-from tests.annotate.conftest import IMAGES, PASSWORD, REPO, cli, write_generations
+from tests.annotate.conftest import IMAGES, PASSWORD, REPO, cli, make_env, write_generations
 
 
 def run(argv: list[str], stdin: str = "", monkeypatch: pytest.MonkeyPatch | None = None) -> int:
@@ -145,6 +146,57 @@ def test_bad_json_and_bad_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "cannot open database" in capsys.readouterr().err
     assert run(["export", str(tmp_path / "out.jsonl"), "--home", str(tmp_path / "empty")]) == 2
     assert "no annotation database" in capsys.readouterr().err
+
+
+def test_unreadable_inputs_and_unwritable_outputs_exit_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    home = str(tmp_path / "h")
+    good = json.dumps({"image": str(IMAGES[0]), "question": "q", "answer": "a"}).encode()
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(good + b"\n" + '{"question": "caf\u00e9"}\n'.encode("latin-1"))
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("not parquet")
+    for gen, message in [(latin1, "row 2: not UTF-8 text"), (fake, "not a readable parquet file")]:
+        assert run(["import", str(gen), "--home", home]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rlhfv: error: {gen}: {message}") and len(err.splitlines()) == 1
+    (tmp_path / "a-file").write_text("")
+    for out, message in [
+        (tmp_path / "outdir", "is a directory"),
+        (tmp_path / "a-file" / "c.jsonl", "cannot write"),
+    ]:
+        if out.name == "outdir":
+            out.mkdir()
+        assert run(["export", str(out), "--home", home]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rlhfv: error: {out}: {message}") and len(err.splitlines()) == 1
+    assert not [p.name for p in tmp_path.rglob("*tmp*")]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("minutes", ["nan", "inf", "-inf", "0", "-5"])
+def test_serve_refuses_a_lock_time_that_is_not_a_positive_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture, minutes: str
+) -> None:
+    assert run(["serve", f"--lock-minutes={minutes}", "--home", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err == "rlhfv: error: field lock-minutes: must be a positive number of minutes\n"
+    )
+    with pytest.raises(ValueError, match="lock_seconds"):
+        Settings(store=tmp_path, lock_seconds=float(minutes) * 60)
+
+
+def test_an_older_database_gets_the_tables_added_since(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run(["import", str(write_generations(tmp_path / "gen.jsonl", n=1)), "--home", str(home)]) == 0
+    db = Database(f"sqlite:///{home / 'annotate.db'}")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE task_skips")  # as made before skips were recorded
+    db.dispose()
+    assert run(["stats", "--home", str(home)]) == 0
+    db = Database(f"sqlite:///{home / 'annotate.db'}")
+    assert inspect(db.engine).has_table("task_skips")
+    db.dispose()
 
 
 def test_user_add_from_stdin(
@@ -278,6 +330,43 @@ def test_export_and_stats_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     assert stats["agreement"]["category_agreement"] == 0.0
     assert run(["stats", "--home", str(home)]) == 0
     assert "agreement on 1 double-annotated tasks" in capsys.readouterr().out
+
+
+def test_export_leaves_out_and_reports_records_the_data_layer_rejects(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = make_env(f"sqlite:///{home / 'annotate.db'}", home, n_tasks=3)
+    ann = env.user("ann")
+    for k in range(3):
+        service.submit(
+            env.db, ann, service.claim_next(env.db, ann), f"key-{k}", [Edit(0, 5, "Here", "object")], False
+        )
+    # rows that submit no longer accepts (saved before it checked, or edited by hand)
+    with env.db.write() as s:
+        blank, same, _ = s.scalars(select(Submission).order_by(Submission.id)).all()
+        blank.corrected = " "
+        same.corrected = s.get(Task, same.task_id).answer
+    res = env.client("ada").get("/api/admin/export")
+    assert [json.loads(line)["id"] for line in res.text.splitlines()] == ["gen-0002"]
+    assert res.headers["x-rlhfv-left-out"] == "2"
+    env.db.dispose()
+    for out in (tmp_path / "c.jsonl", tmp_path / "c.parquet"):
+        assert run(["export", str(out), "--home", str(home)]) == 0
+        captured = capsys.readouterr()
+        assert f"wrote 1 corrections to {out}" in captured.out
+        blank_line, same_line = captured.err.splitlines()
+        assert (
+            blank_line.startswith("rlhfv annotate: left out gen-0000: field corrected:")
+            and "empty" in blank_line
+        )
+        assert (
+            same_line.startswith("rlhfv annotate: left out gen-0001: field corrected:")
+            and "identical" in same_line
+        )
+        read = read_parquet if out.suffix == ".parquet" else read_jsonl
+        assert [c.id for c in read(out)] == ["gen-0002"]
 
 
 def test_image_store_names_cannot_escape(tmp_path: Path) -> None:

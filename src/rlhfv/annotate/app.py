@@ -8,18 +8,20 @@ No credentials -> 401; a role or owner mismatch -> 403.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from rlhfv.annotate import service
-from rlhfv.annotate.db import ROLES, Database
+from rlhfv.annotate.db import MAX_ID, ROLES, Database
 from rlhfv.annotate.edits import Edit, EditError
 from rlhfv.annotate.export import corrections_for_export
 from rlhfv.annotate.service import Conflict, CurrentUser, Forbidden, NotFound
@@ -50,6 +52,10 @@ class Settings:
     lock_seconds: float = service.DEFAULT_LOCK_SECONDS
     max_body_bytes: int = MAX_BODY_BYTES
     secure_cookie: bool = False  # set behind HTTPS
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lock_seconds) and self.lock_seconds > 0):  # nan/inf: locked forever
+            raise ValueError(f"lock_seconds must be a positive number, not {self.lock_seconds}")
 
 
 class BodyLimit:
@@ -179,6 +185,8 @@ def _role(*allowed: str) -> Callable:
     return check
 
 
+# an id in a URL beyond the columns' range names nothing: 422 (past 64 bits SQLite could not bind it: 500)
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 User = Annotated[CurrentUser, Depends(current_user)]
 Reviewer = Annotated[CurrentUser, Depends(_role("reviewer", "admin"))]
 Admin = Annotated[CurrentUser, Depends(_role("admin"))]
@@ -252,27 +260,27 @@ def create_app(db: Database, settings: Settings) -> Callable:
         return {"assignment": None if aid is None else service.assignment_view(db, user, aid)}
 
     @app.get("/api/assignments/{assignment_id}")
-    def get_assignment(assignment_id: int, user: User) -> dict:
+    def get_assignment(assignment_id: Id, user: User) -> dict:
         return service.assignment_view(db, user, assignment_id)
 
     @app.post("/api/assignments/{assignment_id}/submit")
-    def submit(assignment_id: int, body: SubmitBody, user: User, response: Response) -> dict:
+    def submit(assignment_id: Id, body: SubmitBody, user: User, response: Response) -> dict:
         edits = [Edit(e.start, e.end, e.text, e.category) for e in body.edits]
         receipt, created = service.submit(db, user, assignment_id, body.idempotency_key, edits, body.correct)
         response.status_code = 201 if created else 200
         return {**receipt, "duplicate": not created}
 
     @app.post("/api/assignments/{assignment_id}/release")
-    def release(assignment_id: int, user: User) -> dict:
+    def release(assignment_id: Id, user: User) -> dict:
         service.release(db, user, assignment_id)
         return {"ok": True}
 
     @app.post("/api/assignments/{assignment_id}/extend")
-    def extend(assignment_id: int, user: User) -> dict:
+    def extend(assignment_id: Id, user: User) -> dict:
         return {"expires_at": service.extend(db, user, assignment_id, settings.lock_seconds)}
 
     @app.get("/api/tasks/{task_id}/image")
-    def task_image(task_id: int, user: User) -> FileResponse:
+    def task_image(task_id: Id, user: User) -> FileResponse:
         name = service.may_see_task(db, user, task_id)
         path = image_file(settings.store, name)
         if path is None:
@@ -286,7 +294,7 @@ def create_app(db: Database, settings: Settings) -> Callable:
         return {"items": service.review_queue(db)}
 
     @app.post("/api/review/{assignment_id}")
-    def review(assignment_id: int, body: ReviewBody, user: Reviewer) -> dict:
+    def review(assignment_id: Id, body: ReviewBody, user: Reviewer) -> dict:
         return {"status": service.review(db, user, assignment_id, body.accept, body.comment)}
 
     @app.get("/api/admin/users")
@@ -299,9 +307,13 @@ def create_app(db: Database, settings: Settings) -> Callable:
 
     @app.get("/api/admin/export")
     def export(user: Admin, accepted_only: bool = False) -> Response:
-        records = corrections_for_export(service.current_corrections(db, accepted_only), settings.store)
+        records, left_out = corrections_for_export(
+            service.current_corrections(db, accepted_only), settings.store
+        )
         body = "".join(json.dumps(correction_to_json(r), ensure_ascii=False) + "\n" for r in records)
-        return Response(body, media_type="application/x-ndjson")
+        # how many the data layer would refuse (`rlhfv annotate export` names them)
+        headers = {"x-rlhfv-left-out": str(len(left_out))}
+        return Response(body, media_type="application/x-ndjson", headers=headers)
 
     @app.get("/api/admin/stats")
     def stats(user: Admin) -> dict:

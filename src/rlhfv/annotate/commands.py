@@ -149,6 +149,8 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
             from sqlalchemy import inspect
 
             has_tables = inspect(db.engine).has_table("tasks")
+            if has_tables:
+                db.create_all()  # a database made by an older version gains the tables added since
     except Exception as err:  # a bad URL or an unreachable server is the user's to fix
         raise InputError(f"cannot open database: {err}".splitlines()[0], field="db", reason="bad_db") from err
     if not create and not has_tables:
@@ -161,13 +163,15 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import math
+
     import uvicorn
 
     from rlhfv.annotate.app import Settings, create_app
     from rlhfv.errors import InputError
 
-    if args.lock_minutes <= 0:
-        raise InputError("must be positive", field="lock-minutes", reason="bad_option")
+    if not math.isfinite(args.lock_minutes) or args.lock_minutes <= 0:  # nan or inf would lock forever
+        raise InputError("must be a positive number of minutes", field="lock-minutes", reason="bad_option")
     db, store = _open(args, create=False)  # a fresh database would have no account to log in with
     from sqlalchemy import func, select
 
@@ -264,7 +268,9 @@ def _export(args: argparse.Namespace) -> int:
     from rlhfv.annotate.service import current_corrections
 
     db, store = _open(args, create=False)
-    records = corrections_for_export(current_corrections(db, args.accepted_only), store)
+    records, left_out = corrections_for_export(current_corrections(db, args.accepted_only), store)
+    for line in left_out:
+        print(f"rlhfv annotate: {line}", file=sys.stderr)
     write_corrections(records, args.out, embed_images=args.embed_images)
     print(f"wrote {len(records)} corrections to {args.out}")
     return 0

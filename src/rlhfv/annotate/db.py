@@ -34,6 +34,8 @@ ROLES: tuple[str, ...] = ("annotator", "reviewer", "admin")
 # assignment life cycle: open -> locked -> submitted -> accepted | returned -> submitted ...
 # a locked assignment whose lock expired counts as open again
 ASSIGNMENT_STATES: tuple[str, ...] = ("open", "locked", "submitted", "accepted", "returned")
+# ids are Integer columns: 32-bit on PostgreSQL; a larger one in a URL can name no row
+MAX_ID = 2**31 - 1
 
 
 def now() -> float:
@@ -103,6 +105,15 @@ class Assignment(Base):
     reviewed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class TaskSkip(Base):
+    """A task an annotator skipped: offered to them again only when nothing else is left."""
+
+    __tablename__ = "task_skips"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    skipped_at: Mapped[float] = mapped_column(Float, default=now)
+
+
 class Submission(Base):
     """One acknowledged submit (immutable). The latest per assignment is the current one."""
 
@@ -162,6 +173,8 @@ class Database:
         self._write_lock = threading.Lock() if self.is_sqlite else nullcontext()
 
     def create_all(self) -> None:
+        """Create the tables that do not exist yet: also brings a database made by an
+        older version up to date, as long as versions only add tables."""
         Base.metadata.create_all(self.engine)
 
     def drop_all(self) -> None:

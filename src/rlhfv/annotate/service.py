@@ -14,9 +14,20 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from rlhfv.annotate.db import ROLES, Assignment, AuthSession, Database, Submission, Task, User, now
-from rlhfv.annotate.edits import Edit, apply_edits
+from rlhfv.annotate.db import (
+    ROLES,
+    Assignment,
+    AuthSession,
+    Database,
+    Submission,
+    Task,
+    TaskSkip,
+    User,
+    now,
+)
+from rlhfv.annotate.edits import Edit, EditError, apply_edits
 from rlhfv.annotate.security import hash_password, new_token, token_hash, verify_password
+from rlhfv.data.schema import ChangedSegment
 
 SESSION_SECONDS = 12 * 3600
 DEFAULT_LOCK_SECONDS = 30 * 60
@@ -124,7 +135,8 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
     """The id of the assignment the user should work on now, locked to them; None if none left.
 
     A task returned by review or one the user already holds comes first. Otherwise the
-    first claimable slot is taken with a conditional UPDATE (``WHERE`` still claimable):
+    first claimable slot is taken (tasks the user skipped last, the one skipped longest
+    ago first, so *Skip* moves on) with a conditional UPDATE (``WHERE`` still claimable):
     of two annotators racing for it, exactly one UPDATE matches a row; the unique
     ``(task_id, annotator_id)`` stops one user from holding both slots of a task.
     """
@@ -154,13 +166,22 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
                     _claimable(t),
                     ~exists().where(mine.task_id == Assignment.task_id, mine.annotator_id == user.id),
                 )
+                skipped = and_(TaskSkip.user_id == user.id, TaskSkip.task_id == Assignment.task_id)
                 # PostgreSQL: lock the first claimable row nobody else is locking (a queue
                 # pop); SQLite ignores FOR UPDATE, its writers are serial anyway
                 aid = s.scalar(
-                    claimable.order_by(Assignment.task_id, Assignment.slot)
+                    claimable.where(~exists().where(skipped))
+                    .order_by(Assignment.task_id, Assignment.slot)
                     .limit(1)
                     .with_for_update(skip_locked=True, of=Assignment)
                 )
+                if aid is None:
+                    aid = s.scalar(
+                        claimable.join(TaskSkip, skipped)
+                        .order_by(TaskSkip.skipped_at, Assignment.task_id, Assignment.slot)
+                        .limit(1)
+                        .with_for_update(skip_locked=True, of=Assignment)
+                    )
                 if aid is None:
                     if s.scalar(claimable.limit(1)) is None:
                         return None
@@ -180,11 +201,17 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
 
 
 def release(db: Database, user: CurrentUser, assignment_id: int) -> None:
-    """Give a locked task back (skip); a returned one stays with its annotator."""
+    """Give a locked task back (skip): open to others at once, to this user again only
+    when nothing else is left. A returned one stays with its annotator."""
     with db.write() as s:
         a = _own_assignment(s, user, assignment_id, for_update=True)
         if a.status != "locked":
             raise Conflict(f"assignment {assignment_id} is {a.status}, not locked")
+        skip = s.get(TaskSkip, (user.id, a.task_id))
+        if skip is None:
+            s.add(TaskSkip(user_id=user.id, task_id=a.task_id, skipped_at=now()))
+        else:
+            skip.skipped_at = now()
         a.status, a.annotator_id, a.locked_at, a.expires_at = "open", None, None, None
 
 
@@ -319,27 +346,25 @@ def submit(
 ) -> tuple[dict, bool]:
     """Record a correction; ``(receipt, created)``. Durable once this returns.
 
-    A retry with the same idempotency key returns the first receipt with
-    ``created=False`` and writes nothing.
+    A retry with the same idempotency key and the same edits returns the first receipt
+    with ``created=False`` and writes nothing; the key with other edits is a Conflict.
     """
     for _attempt in range(3):
         try:
             with db.write() as s:
                 # lock the row first: a concurrent retry waits here, then sees the first one's record
                 a = _own_assignment(s, user, assignment_id, for_update=True)
+                task = s.get(Task, a.task_id)
                 prior = _prior_submission(s, user, idempotency_key)
                 if prior is not None:
                     if prior.assignment_id != assignment_id:
                         raise Conflict("idempotency key already used for another task")
+                    if not _same_submit(prior, task.answer, edits, is_correct):
+                        raise Conflict("idempotency key already used for different edits: send a new key")
                     return _receipt(prior), False
                 if a.status not in ("locked", "returned"):
                     raise Conflict(f"assignment {assignment_id} is {a.status}: nothing to submit")
-                task = s.get(Task, a.task_id)
-                if is_correct and edits:
-                    raise ValueError("an answer marked correct has no edits")
-                if not is_correct and not edits:
-                    raise ValueError("no edits: correct a span or mark the answer correct")
-                corrected, segments = apply_edits(task.answer, edits)
+                corrected, segments = _correction(task.answer, edits, is_correct)
                 sub = Submission(
                     assignment_id=a.id,
                     task_id=a.task_id,
@@ -359,6 +384,36 @@ def submit(
             # a concurrent retry with the same key won the race: the loop returns its receipt
             continue
     raise Conflict("submit raced with itself; retry")
+
+
+def _correction(answer: str, edits: list[Edit], is_correct: bool) -> tuple[str, list[ChangedSegment]]:
+    """The corrected answer and its segments; ValueError unless they make a record the
+    data layer takes (``rlhfv.data.io.check_correction``), or an answer marked correct."""
+    if is_correct and edits:
+        raise ValueError("an answer marked correct has no edits")
+    if not is_correct and not edits:
+        raise ValueError("no edits: correct a span or mark the answer correct")
+    corrected, segments = apply_edits(answer, edits)
+    if not is_correct and not corrected.strip():
+        raise ValueError("the corrected answer is empty: an answer needs some text")
+    if not is_correct and corrected == answer:
+        raise ValueError(
+            "the corrected answer is identical to the original (the edits cancel out): "
+            "undo them, or mark the answer correct"
+        )
+    return corrected, segments
+
+
+def _same_submit(prior: Submission, answer: str, edits: list[Edit], is_correct: bool) -> bool:
+    """Whether a retry carries the submit ``prior`` recorded. Edits determine the corrected
+    answer and its segments and can be read back from them, so comparing those compares
+    the edits (in any order), with nothing more to store."""
+    try:
+        corrected, segments = apply_edits(answer, edits)
+    except EditError:
+        return False
+    mine = (is_correct, corrected, [seg.to_dict() for seg in segments])
+    return mine == (prior.is_correct, prior.corrected, _segments(prior))
 
 
 def _prior_submission(s, user: CurrentUser, key: str) -> Submission | None:

@@ -96,8 +96,17 @@ def read_generations(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise InputError("no such file", path=str(path), reason="missing_file")
     if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for row_no, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for row_no, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise InputError(
+                        f"not UTF-8 text ({err.reason} at byte {err.start})",
+                        path=str(path),
+                        row=row_no,
+                        reason="bad_encoding",
+                    ) from err
                 if not line.strip():
                     continue
                 try:
@@ -112,13 +121,21 @@ def read_generations(path: Path) -> Iterator[tuple[int, dict]]:
                     )
                 yield row_no, row
     elif suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         row_no = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-            for row in batch.to_pylist():
-                row_no += 1
-                yield row_no, row
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=256)
+            for batch in batches:
+                for row in batch.to_pylist():
+                    row_no += 1
+                    yield row_no, row
+        except (pa.ArrowException, OSError) as err:
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(
+                f"not a readable parquet file ({message})", path=str(path), reason="bad_parquet"
+            ) from err
     else:
         raise InputError("expected a .jsonl or .parquet file", path=str(path), reason="bad_format")
 

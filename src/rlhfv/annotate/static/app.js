@@ -234,8 +234,11 @@ async function refreshProgress() {
 
 // ------------------------------------------------------------------ undoable changes
 
+// Every change (undo included) makes the next submit a new one: a key from an unanswered
+// submit of other edits would make the server return that submit's record instead.
 function change(fn) {
   state.history.push({ edits: state.edits.map((e) => ({ ...e })), correct: state.correct });
+  state.pendingKey = null;
   fn();
   state.edits.sort((a, b) => a.start - b.start || a.end - b.end);
   renderAll();
@@ -244,6 +247,7 @@ function change(fn) {
 function undo() {
   const prev = state.history.pop();
   if (!prev) return;
+  state.pendingKey = null;
   state.edits = prev.edits;
   state.correct = prev.correct;
   renderAll();
@@ -422,7 +426,8 @@ async function submit() {
   if (!state.correct && !state.edits.length) {
     return setStatus("status", "Correct at least one span, or mark the answer correct.", true);
   }
-  // one key per submit, reused by every retry of it: the server records it once
+  // one key per submit, reused by every retry of it until the edits change: the server
+  // records it once, and answers 409 to the key with other edits
   state.pendingKey = state.pendingKey || newKey();
   const body = { idempotency_key: state.pendingKey, edits: state.edits, correct: state.correct };
   $("submit").disabled = true;
@@ -438,7 +443,8 @@ async function submit() {
       }
       if (res.ok) {
         state.pendingKey = null;
-        setStatus("status", "Saved.");
+        // duplicate: an earlier try of this same submit was saved, its answer lost
+        setStatus("status", res.data.duplicate ? "Saved (by an earlier try)." : "Saved.");
         return loadNext();
       }
       if (res.status >= 500) {
