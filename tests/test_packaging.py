@@ -4,6 +4,7 @@ An editable install (the README's) reads files from the source tree, so a file t
 from ``package-data`` only breaks users who ``pip install`` the package; this builds the wheel.
 """
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,22 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_contains_every_package_data_file(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            str(REPO),
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-        ],
-        check=True,
-        cwd=tmp_path,
-    )
+    # build from a copy: an in-tree build would leave build/ in the checkout
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip_wheel, "-q", "-w", str(tmp_path)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("rlhfv-*.whl")
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     package = REPO / "src" / "rlhfv"
