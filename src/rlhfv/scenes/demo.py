@@ -145,8 +145,9 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
     corrections, counts = collect_corrections(sft_model, processor, config.n_corrections, seed=config.seed)
     if not corrections:
         raise InputError(
-            f"the SFT model's answers to {counts['answered']} feedback scenes needed no correction: "
-            "nothing to train on (a model this good has no hallucination for the demo to remove)"
+            f"the SFT model's answers to {counts['answered']} feedback scenes gave the annotator nothing "
+            "to correct: either they are all right, or they are not in the scene world's grammar "
+            "(is --sft-model a scene-world model? see docs/scene_world.md)"
         )
     t = lap("feedback", t)
 
