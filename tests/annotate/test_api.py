@@ -19,6 +19,7 @@ from tests.annotate.conftest import (
     APPLES_SEGMENTS,
     IMAGES,
     PASSWORD,
+    REPO,
     LiveServer,
     make_env,
 )
@@ -278,6 +279,27 @@ def test_concurrent_retries_of_one_submit_make_one_record(env) -> None:
             codes = sorted(pool.map(post, range(6)))
     assert codes == [200] * 5 + [201]
     assert n_submissions(env) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("abc", "String should have at least 4 characters"),
+        ("k" * 129, "String should have at most 128 characters"),
+        ("key 0001", "String should match pattern '^[A-Za-z0-9_.:-]+$'"),
+    ],
+)
+def test_idempotency_key_rules_are_documented_and_named_in_the_422(env, key, message) -> None:
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    res = submit(ann, aid, key=key)
+    assert res.status_code == 422 and n_submissions(env) == 0
+    [error] = res.json()["detail"]
+    assert error["loc"] == ["body", "idempotency_key"] and error["msg"] == message
+    # docs/annotate.md states the same rule to API clients
+    doc = " ".join((REPO / "docs" / "annotate.md").read_text().split())
+    assert "`idempotency_key` must have **4 to 128 characters** from `A-Z a-z 0-9 _ . : -`" in doc
+    assert submit(ann, aid, key="abcd").status_code == 201  # 4 characters are enough
 
 
 @pytest.mark.parametrize(

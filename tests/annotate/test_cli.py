@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -126,6 +127,65 @@ def test_bad_rows_exit_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message.replace("TMP", str(tmp_path)) in err
     assert "<_io." not in err
+
+
+@pytest.mark.parametrize("given_as", ["path", "data URI", "parquet bytes"])
+def test_truncated_image_is_refused_naming_file_row_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture, given_as: str
+) -> None:
+    # half a JPEG passes Image.verify() (it reads no pixels) but cannot be decoded: the
+    # annotator would get a broken image and `rlhfv data prepare` would refuse the record
+    data = IMAGES[0].read_bytes()
+    half = data[: len(data) // 2]
+    good = {"image": str(IMAGES[0]), "question": "q", "answer": "a"}
+    if given_as == "parquet bytes":
+        gen = tmp_path / "gen.parquet"
+        pq.write_table(pa.table({"image": [data, half], "question": ["q", "q"], "answer": ["a", "b"]}), gen)
+        what = "not"  # bytes: no file to name
+    else:
+        (tmp_path / "cut.jpg").write_bytes(half)
+        image = (
+            "cut.jpg" if given_as == "path" else "data:image/jpeg;base64," + base64.b64encode(half).decode()
+        )
+        gen = tmp_path / "gen.jsonl"
+        gen.write_text(json.dumps(good) + "\n" + json.dumps({**good, "image": image}) + "\n")
+        what = f"{tmp_path / 'cut.jpg'} is not" if given_as == "path" else "not"
+    home = tmp_path / "home"
+    assert run(["import", str(gen), "--home", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"rlhfv: error: {gen}: row 2: field image: {what} a JPEG/PNG/WebP/GIF image"
+        " (or a corrupt one: image file is truncated (29 bytes not processed))\n"
+    )
+    assert count_tasks(home) == 0  # the batch with the bad row is not committed
+
+
+def test_bare_base64_image_in_jsonl_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # too long for a file name: the path check itself failed (ENAMETOOLONG) before
+    b64 = base64.b64encode(IMAGES[0].read_bytes()).decode()
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text(json.dumps({"image": b64, "question": "q", "answer": "a"}) + "\n")
+    assert run(["import", str(gen), "--home", str(tmp_path / "home")]) == 2
+    assert capsys.readouterr().err == (
+        f"rlhfv: error: {gen}: row 1: field image: "
+        "image is neither a file path nor a data:image/...;base64,... URI\n"
+    )
+
+
+def test_image_as_data_uri_is_imported(tmp_path: Path) -> None:
+    data = IMAGES[0].read_bytes()
+    gen = tmp_path / "gen.jsonl"
+    uri = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    gen.write_text(json.dumps({"image": uri, "question": "q", "answer": "a"}) + "\n")
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.create_all()
+    assert import_generations(db, gen, tmp_path / "images") == {"added": 1, "skipped": 0}
+    with db.read() as s:
+        name = s.scalar(select(Task.image_name))
+    assert (tmp_path / "images" / name).read_bytes() == data
+    db.dispose()
 
 
 def test_bad_double_share_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -328,8 +388,11 @@ def test_export_and_stats_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     stats = json.loads(capsys.readouterr().out)
     assert stats["agreement"]["pairs"] == 1 and stats["agreement"]["span_f1"] == 1.0
     assert stats["agreement"]["category_agreement"] == 0.0
+    assert stats["tasks"] == {"imported": 3, "completed": 1, "in_progress": 0, "open": 2}
     assert run(["stats", "--home", str(home)]) == 0
-    assert "agreement on 1 double-annotated tasks" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "agreement on 1 double-annotated tasks" in text
+    assert text.startswith("tasks: 3 imported, 1 completed, 0 in progress, 2 open\n")
 
 
 def test_export_leaves_out_and_reports_records_the_data_layer_rejects(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from rlhfv.annotate import service
+from rlhfv.annotate.edits import Edit
 from rlhfv.annotate.service import CurrentCorrection
 from rlhfv.annotate.stats import annotation_stats, changed_places, cohen_kappa, f1, format_stats
+from tests.annotate.conftest import make_env
 
 
 def seg(os_: int, oe: int, cat: str) -> dict:
@@ -87,3 +92,36 @@ def test_agreement_and_counts_hand_worked() -> None:
 def test_f1() -> None:
     assert f1(set(), set()) == 1.0
     assert f1({1, 2}, {2, 3}) == pytest.approx(0.5)
+
+
+def test_task_progress_on_a_known_database(db_url: str, tmp_path: Path) -> None:
+    # 6 tasks; with share 0.55 only gen-0001 (task 2, hash point 0.517) has two slots
+    env = make_env(db_url, tmp_path, n_tasks=6, double_share=0.55)
+    ann, bob, ada, rita = (env.user(n) for n in ("ann", "bob", "ada", "rita"))
+
+    def annotate(user: service.CurrentUser, key: str) -> int:
+        aid = service.claim_next(env.db, user)
+        service.submit(env.db, user, aid, key, [Edit(0, 5, "Here", "object")], False)
+        return aid
+
+    annotate(ann, "k-t1")  # task 1: its one slot submitted -> completed
+    annotate(ann, "k-t2")  # task 2: slot 0 submitted, slot 1 free -> still open
+    t3 = annotate(ann, "k-t3")
+    service.review(env.db, rita, t3, accept=False, comment="look again")  # task 3: back to ann
+    expected = {"imported": 6, "completed": 1, "in_progress": 1, "open": 4}
+    assert service.task_progress(env.db) == expected
+    service.claim_next(env.db, bob)  # task 2, slot 1: locked -> in progress
+    service.claim_next(env.db, ada, lock_seconds=-1)  # task 4: a lock that ran out -> open
+    expected = {"imported": 6, "completed": 1, "in_progress": 2, "open": 3}
+    assert service.task_progress(env.db) == expected
+    stats = annotation_stats(service.current_corrections(env.db), service.task_progress(env.db))
+    assert stats["tasks"] == expected and stats["per_annotator"]["ann"]["submitted"] == 2
+    assert format_stats(stats).splitlines()[0] == "tasks: 6 imported, 1 completed, 2 in progress, 3 open"
+    assert env.client("ada").get("/api/admin/stats").json()["tasks"] == expected
+    env.db.dispose()
+
+
+def test_task_progress_of_an_empty_database(db_url: str, tmp_path: Path) -> None:
+    env = make_env(db_url, tmp_path, n_tasks=0)
+    assert service.task_progress(env.db) == {"imported": 0, "completed": 0, "in_progress": 0, "open": 0}
+    env.db.dispose()

@@ -317,7 +317,7 @@ def create_app(db: Database, settings: Settings) -> Callable:
 
     @app.get("/api/admin/stats")
     def stats(user: Admin) -> dict:
-        return annotation_stats(service.current_corrections(db))
+        return annotation_stats(service.current_corrections(db), service.task_progress(db))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return SecurityHeaders(BodyLimit(app, settings.max_body_bytes))

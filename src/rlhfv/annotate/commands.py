@@ -106,7 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--embed-images", action="store_true", help="JSONL: images as base64, not store paths")
     q.set_defaults(func=_export)
 
-    q = sub.add_parser("stats", help="categories, segments per answer, throughput, agreement")
+    q = sub.add_parser(
+        "stats", help="progress (tasks done, in progress, open), categories, throughput, agreement"
+    )
     common(q)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_stats)
@@ -279,10 +281,10 @@ def _export(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     import json
 
-    from rlhfv.annotate.service import current_corrections
+    from rlhfv.annotate.service import current_corrections, task_progress
     from rlhfv.annotate.stats import annotation_stats, format_stats
 
     db, _ = _open(args, create=False)
-    stats = annotation_stats(current_corrections(db))
+    stats = annotation_stats(current_corrections(db), task_progress(db))
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0

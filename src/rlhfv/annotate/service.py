@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
@@ -465,6 +465,42 @@ def review(db: Database, reviewer: CurrentUser, assignment_id: int, accept: bool
 
 
 # ---------------------------------------------------------------- for export and stats
+
+
+def task_progress(db: Database) -> dict[str, int]:
+    """Tasks imported, and how many are completed (every slot submitted or accepted), in
+    progress (some slot held: an unexpired lock, or returned for rework) or open (the
+    rest, abandoned locks included: ``imported = completed + in_progress + open``)."""
+    t = now()
+    done = Assignment.status.in_(("submitted", "accepted"))
+    held = or_(
+        and_(Assignment.status == "locked", Assignment.expires_at >= t), Assignment.status == "returned"
+    )
+    per_task = (
+        select(
+            func.count().label("slots"),
+            func.sum(case((done, 1), else_=0)).label("done"),
+            func.sum(case((held, 1), else_=0)).label("held"),
+        )
+        .group_by(Assignment.task_id)
+        .subquery()
+    )
+    complete = per_task.c.done == per_task.c.slots
+    with db.read() as s:
+        imported = s.scalar(select(func.count()).select_from(Task))
+        completed, in_progress = s.execute(
+            select(
+                func.coalesce(func.sum(case((complete, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((and_(~complete, per_task.c.held > 0), 1), else_=0)), 0),
+            )
+        ).one()
+    completed, in_progress = int(completed), int(in_progress)  # PostgreSQL sums are Decimals
+    return {
+        "imported": imported,
+        "completed": completed,
+        "in_progress": in_progress,
+        "open": imported - completed - in_progress,
+    }
 
 
 @dataclass(frozen=True)

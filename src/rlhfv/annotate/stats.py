@@ -79,8 +79,9 @@ def agreement(current: list[CurrentCorrection]) -> dict:
     }
 
 
-def annotation_stats(current: list[CurrentCorrection]) -> dict:
-    """All statistics of the current corrections as one JSON-able dict."""
+def annotation_stats(current: list[CurrentCorrection], tasks: dict[str, int] | None = None) -> dict:
+    """All statistics of the current corrections as one JSON-able dict; ``tasks``: the
+    progress counts of :func:`rlhfv.annotate.service.task_progress`, reported as given."""
     categories = Counter({c: 0 for c in CHANGE_CATEGORIES})
     for c in current:
         categories.update(seg["category"] or "unlabelled" for seg in c.segments)
@@ -99,6 +100,7 @@ def annotation_stats(current: list[CurrentCorrection]) -> dict:
         }
     corrected = [n for c, n in zip(current, n_segments, strict=True) if not c.is_correct]
     return {
+        "tasks": tasks,
         "answers": len(current),
         "marked_correct": sum(c.is_correct for c in current),
         "segments": sum(n_segments),
@@ -113,7 +115,14 @@ def annotation_stats(current: list[CurrentCorrection]) -> dict:
 def format_stats(stats: dict) -> str:
     """The statistics as a short plain-text report."""
     total = max(stats["segments"], 1)
-    lines = [
+    lines = []
+    if stats.get("tasks"):
+        t = stats["tasks"]
+        lines.append(
+            f"tasks: {t['imported']} imported, {t['completed']} completed, "
+            f"{t['in_progress']} in progress, {t['open']} open"
+        )
+    lines += [
         f"answers: {stats['answers']} ({stats['marked_correct']} marked correct), segments: {stats['segments']}",
         "segments per category:",
         *(f"  {cat:<10} {n:>6}  {100 * n / total:5.1f}%" for cat, n in stats["categories"].items()),

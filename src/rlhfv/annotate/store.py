@@ -8,6 +8,7 @@ store, so no request can reach another file.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -38,14 +39,22 @@ def store_image(store: Path, data: bytes, *, image: str | Path | None = None) ->
 
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except unreadable as err:
         raise ValueError(unreadable_image_message(err, image)) from err
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"image format {fmt} is not one of {', '.join(IMAGE_FORMATS)}")
+    try:
+        # verify() reads no pixel data, so a JPEG cut short passes it; decode the whole
+        # image, as the annotator's browser and `rlhfv data prepare` will
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except unreadable as err:
+        raise ValueError(unreadable_image_message(err, image)) from err
     name = f"{hashlib.sha256(data).hexdigest()}.{IMAGE_FORMATS[fmt]}"
     store.mkdir(parents=True, exist_ok=True)
     target = store / name
@@ -71,8 +80,8 @@ def image_file(store: Path, name: str) -> Path | None:
 
 
 def _image_bytes(value: Any, base: Path, where: dict) -> tuple[bytes, Path | None]:
-    """Image bytes from a path (relative to the input file), raw bytes or ``{bytes, path}``,
-    and the file they were read from (None for bytes)."""
+    """Image bytes from a path (relative to the input file), a ``data:image/...;base64,`` URI,
+    raw bytes or ``{bytes, path}``, and the file they were read from (None for bytes)."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return bytes(value["bytes"]), None
@@ -81,10 +90,25 @@ def _image_bytes(value: Any, base: Path, where: dict) -> tuple[bytes, Path | Non
         return bytes(value), None
     if not isinstance(value, str) or not value:
         raise InputError("image must be a path or image bytes", field="image", reason="bad_image", **where)
+    if value.startswith("data:"):  # JSONL has no bytes: embedded images come as data URIs, as in rlhfv data
+        try:
+            return base64.b64decode(value.partition(",")[2], validate=True), None
+        except ValueError:  # binascii.Error is a ValueError
+            raise InputError(
+                "invalid base64 in the data URI", field="image", reason="bad_image", **where
+            ) from None
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base / path
-    if not path.is_file():
-        raise InputError(f"image file not found: {path}", field="image", reason="missing_image", **where)
+    try:
+        found = path.is_file()
+    except OSError:  # a name too long for a path: most likely bare base64
+        found = False
+    if not found:
+        if len(value) > 255:  # no file name is this long; don't echo the whole value
+            message = "image is neither a file path nor a data:image/...;base64,... URI"
+        else:
+            message = f"image file not found: {path}"
+        raise InputError(message, field="image", reason="missing_image", **where)
     if path.stat().st_size > MAX_IMAGE_BYTES:
         raise InputError("image file too large", field="image", reason="bad_image", **where)
     return path.read_bytes(), path
