@@ -91,3 +91,9 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+def truncated_jpeg() -> bytes:
+    """The first half of a shared JPEG: its header reads fine, its pixels do not decode."""
+    data = IMAGES[0].read_bytes()
+    return data[: len(data) // 2]

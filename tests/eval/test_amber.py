@@ -170,3 +170,26 @@ def test_bad_annotation_items_name_the_row_and_field(tmp_path, item, message):
     with pytest.raises(InputError) as err:
         load_amber(annotations, relation)
     assert message in str(err.value)
+
+
+def test_cli_amber_finds_truncated_and_missing_images_before_loading_the_model(tmp_path, capsys):
+    from tests.eval.conftest import IMAGES, truncated_jpeg
+
+    queries = [{"id": i, "image": f"AMBER_{i}.jpg", "query": "Describe this image."} for i in (1, 2, 3)]
+    (tmp_path / "queries.json").write_text(json.dumps(queries))
+    (tmp_path / "annotations.json").write_text(json.dumps(ANNOTATIONS))
+    (tmp_path / "relation.json").write_text(json.dumps(RELATION))
+    image_dir = tmp_path / "image"
+    image_dir.mkdir()
+    (image_dir / "AMBER_1.jpg").write_bytes(IMAGES[0].read_bytes())
+    (image_dir / "AMBER_2.jpg").write_bytes(truncated_jpeg())  # AMBER_3.jpg is missing
+    args = ["eval", "amber", "--annotations", str(tmp_path / "annotations.json")]
+    args += ["--relation", str(tmp_path / "relation.json"), "--queries", str(tmp_path / "queries.json")]
+    # the model does not exist: had it been loaded first, the error would say so
+    args += ["--image-dir", str(image_dir), "--model", str(tmp_path / "no-model"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"rlhfv: error: {tmp_path / 'queries.json'}: field image: 2 of 3 images not found or unreadable, "
+        f"e.g. row 2: image file {image_dir / 'AMBER_2.jpg'} cannot be decoded (image file is truncated"
+    )

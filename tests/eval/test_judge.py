@@ -190,12 +190,22 @@ def test_llm_extraction_stops_calling_an_unreachable_endpoint(closed_port_url, t
         "eval", "chair", "--responses", str(responses), "--annotations", str(COCO80), "--json",
         "--llm-extract", "--base-url", closed_port_url, "--max-retries", "0", "--cache-dir", str(tmp_path / "c"),
     ]  # fmt: skip
-    assert main(args) == 0
+    # the one short response alone gives chair_s 0.0: reported, but not as a clean result
+    assert main(args) == 1
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["n_responses"] == 1
     assert out["problems"]["endpoint_unreachable"]["count"] == 5
     assert "5 x endpoint_unreachable" in captured.err
+    warning = (
+        "rlhfv: warning: 5 responses not scored because the judge endpoint failed; "
+        "the aggregates cover only the 1 scored"
+    )
+    assert f"{warning} (exit status 1; rerun to retry them, or pass --allow-partial)\n" in captured.err
+    assert main([*args, "--allow-partial"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == out
+    assert captured.err.endswith(f"{warning}\n")
 
 
 def test_cli_chair_llm_extract_needs_the_openai_key_up_front(tmp_path, capsys, monkeypatch):

@@ -174,3 +174,59 @@ def test_score_mmhal_with_nothing_rated_is_an_error(closed_port_url, tmp_path):
         pytest.raises(InputError, match="2 x endpoint_unreachable"),
     ):
         score_mmhal(questions, ["It says 1.", "It says 2."], client)
+
+
+def test_cli_mmhal_finds_truncated_images_before_loading_the_model(judge_server, tmp_path, capsys):
+    from tests.eval.conftest import IMAGES, truncated_jpeg
+
+    base = _mmhal_file(tmp_path, n=3)
+    ids = [q["image_id"] for q in json.loads((tmp_path / "mmhal.json").read_text())]
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    (image_dir / f"{ids[0]}.jpg").write_bytes(IMAGES[0].read_bytes())
+    (image_dir / f"{ids[1]}.jpg").write_bytes(truncated_jpeg())  # the third has no image
+    args = [*base, "--base-url", judge_server.url, "--image-dir", str(image_dir)]
+    # the model does not exist: had it been loaded first, the error would say so
+    assert main([*args, "--model", str(tmp_path / "no-model"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"rlhfv: error: {tmp_path / 'mmhal.json'}: field image: 2 of 3 images not found or unreadable, "
+        f"e.g. row 2: image file {image_dir / ids[1]}.jpg cannot be decoded (image file is truncated"
+    )
+    (image_dir / f"{ids[1]}.jpg").write_bytes(IMAGES[1].read_bytes())
+    assert main([*args, "--model", str(tmp_path / "no-model"), "--device", "cpu"]) == 2
+    assert f"1 of 3 images not found or unreadable, e.g. row 3: no image for {ids[2]} in {image_dir}" in (
+        capsys.readouterr().err
+    )
+    assert judge_server.requests == []
+
+
+def test_cli_mmhal_exits_1_when_the_judge_fails_for_some_answers(judge_server, tmp_path, capsys):
+    judge_server.reply = _judge
+    judge_server.script = [(401, "invalid api key")]  # the first answer only; not retried
+    out = tmp_path / "result.json"
+    args = [*_mmhal_file(tmp_path), "--base-url", judge_server.url, "--out", str(out), "--json"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # still reported, and written
+    assert summary["n_rated"] == 2 and summary["problems"]["endpoint_error"]["count"] == 1
+    assert json.loads(out.read_text())["n_rated"] == 2
+    assert captured.err.endswith(
+        "rlhfv: warning: 1 answer not scored because the judge endpoint failed; the aggregates cover"
+        " only the 2 scored (exit status 1; rerun to retry them, or pass --allow-partial)\n"
+    )
+    # a rerun asks again only for the answer that failed; the endpoint now answers
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["n_rated"] == 3
+    assert len(judge_server.requests) == 4
+
+
+def test_cli_mmhal_allow_partial_accepts_a_judge_failure(judge_server, tmp_path, capsys):
+    judge_server.reply = _judge
+    judge_server.script = [(401, "invalid api key")]
+    args = [*_mmhal_file(tmp_path), "--base-url", judge_server.url, "--allow-partial"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "n_rated: 2" in captured.out
+    assert "1 answer not scored because the judge endpoint failed" in captured.err
+    assert "exit status 1" not in captured.err

@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +276,91 @@ def test_answers_file_duplicates_unknown_ids_and_null_responses_are_reported(que
         question_file, [COCO80], out_dir=tmp_path / "run2", answers=answers, limit=1
     )
     assert "unknown_id" not in limited.problems and limited.problems["duplicate_id"]["count"] == 1
+
+
+@pytest.mark.parametrize("form", ["path", "base64"])
+def test_cli_objhal_finds_truncated_images_before_loading_the_model(question_file, tmp_path, capsys, form):
+    """The early check decodes every pixel: a JPEG cut in half has a readable header."""
+    from tests.eval.conftest import truncated_jpeg
+
+    rows = [json.loads(line) for line in question_file.read_text().splitlines()]
+    (tmp_path / "trunc.jpg").write_bytes(truncated_jpeg())
+    rows[3]["image"] = "trunc.jpg" if form == "path" else base64.b64encode(truncated_jpeg()).decode()
+    question_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    # the model does not exist: had it been loaded first, the error would say so
+    args += ["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    shown = tmp_path / "trunc.jpg" if form == "path" else f"{rows[3]['image'][:40]!r}..."
+    kind = "image file" if form == "path" else "base64 image"
+    assert err.startswith(
+        f"rlhfv: error: {question_file}: field image: 1 of {len(rows)} images not found or unreadable, "
+        f"e.g. row 4: {kind} {shown} cannot be decoded (image file is truncated"
+    )
+    assert err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_base64_that_is_no_image_is_named_briefly(tmp_path):
+    from rlhfv.errors import InputError
+    from rlhfv.eval.objhal import check_question_images, load_questions
+
+    data = base64.b64encode(b"hello world, this is not an image at all " * 8).decode()
+    assert 255 < len(data) < 1024  # the length that used to read as a file name
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"image_id": "1", "question": "Describe.", "image": data}) + "\n")
+    with pytest.raises(InputError) as err:
+        check_question_images(load_questions(path), path)
+    assert str(err.value) == (
+        f"{path}: field image: 1 of 1 images not found or unreadable, e.g. row 1: "
+        f"neither an existing file nor base64 image data: {data[:40]!r}..."
+    )
+
+
+def test_image_problem_decodes_every_form(tmp_path):
+    from PIL import Image
+
+    from rlhfv.eval.generate import image_problem, load_image
+    from tests.eval.conftest import truncated_jpeg
+
+    good = IMAGES[0].read_bytes()
+    encoded = base64.b64encode(good).decode()
+    for source in (good, str(IMAGES[0]), IMAGES[0], encoded, f"data:image/jpeg;base64,{encoded}"):
+        assert image_problem(source) is None
+        assert load_image(source).size == Image.open(IMAGES[0]).size
+    assert image_problem(truncated_jpeg()).startswith(
+        "image bytes cannot be decoded (image file is truncated"
+    )
+    # a Path is never read as base64, whatever its name
+    assert image_problem(Path("abcd")) == "image file not found: abcd"
+    assert image_problem("abcd") == "neither an existing file nor base64 image data: 'abcd'"
+    assert image_problem("gone.jpg", tmp_path) == f"image file not found: {tmp_path / 'gone.jpg'}"
+    long_bad = encoded[:-1]  # broken padding
+    problem = image_problem(long_bad)
+    assert problem.startswith(
+        f"neither an existing file nor base64 image data: {encoded[:40]!r}... (invalid base64"
+    )
+    assert len(problem) < 250
+
+
+def test_cli_objhal_llm_extract_exits_1_when_the_judge_fails(
+    question_file, closed_port_url, tmp_path, capsys
+):
+    ids = [json.loads(line)["image_id"] for line in question_file.read_text().splitlines()]
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        {"image_id": ids[0], "response": "A dog sits on a red couch near a window."},  # needs a call
+        {"image_id": ids[1], "response": "A dog."},  # three words: scored without a call
+    ]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    args += ["--answers", str(answers), "--out", str(out), "--limit", "2", "--json", "--llm-extract"]
+    args += ["--base-url", closed_port_url, "--max-retries", "0", "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n_responses"] == 1
+    assert json.loads((out / "result.json").read_text())["problems"]["endpoint_unreachable"]["count"] == 1
+    assert "1 response not scored because the judge endpoint failed" in captured.err
+    assert main([*args, "--allow-partial"]) == 0

@@ -372,5 +372,57 @@ def test_cli_score_with_a_model_finds_missing_images_before_loading_it(tmp_path,
     # the model does not exist: had it been loaded first, the error would say so
     assert main([*args, "--model", str(tmp_path / "no-model"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert f"rlhfv: error: {questions}: field image: 4 of 4 images not found, e.g. row 1: " in err
-    assert str(image_dir / qs[0].image) in err
+    assert err == (
+        f"rlhfv: error: {questions}: field image: 4 of 4 images not found or unreadable, e.g. row 1: "
+        f"image file not found: {image_dir / qs[0].image}\n"
+    )
+
+
+def test_cli_score_with_a_model_finds_truncated_images_before_loading_it(tmp_path, capsys):
+    from tests.eval.conftest import IMAGES, truncated_jpeg
+
+    questions, qs = _questions(tmp_path)
+    capsys.readouterr()
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    (image_dir / qs[0].image).write_bytes(IMAGES[0].read_bytes())
+    (image_dir / qs[-1].image).write_bytes(truncated_jpeg())  # the header reads fine
+    assert qs[0].image != qs[-1].image
+    args = ["eval", "pope", "score", "--questions", str(questions), "--image-dir", str(image_dir)]
+    assert main([*args, "--model", str(tmp_path / "no-model"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    bad = [q for q in qs if q.image == qs[-1].image]
+    assert err.startswith(
+        f"rlhfv: error: {questions}: field image: {len(bad)} of 4 images not found or unreadable, "
+        f"e.g. row {bad[0].row}: image file {image_dir / qs[-1].image} cannot be decoded "
+        "(image file is truncated"
+    )
+
+
+def test_cli_score_refuses_answers_and_model_together(tmp_path, capsys):
+    questions, _ = _questions(tmp_path)
+    capsys.readouterr()
+    args = ["eval", "pope", "score", "--questions", str(questions), "--answers", str(tmp_path / "a.jsonl")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--model", "some-model", "--image-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --model: not allowed with argument --answers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "pope", "score", "--questions", str(questions)])
+    assert "one of the arguments --answers --model is required" in capsys.readouterr().err
+    assert main(["eval", "pope", "score", "--questions", str(questions), "--model", "m"]) == 2
+    assert capsys.readouterr().err == "rlhfv: error: --model needs --image-dir\n"
+
+
+def test_cli_build_warns_when_fewer_images_qualify_than_asked(tmp_path, capsys):
+    out = tmp_path / "pope.jsonl"
+    args = ["eval", "pope", "build", "--annotations", str(COCO80), "--out", str(out), "--split", "random"]
+    assert main(args) == 0  # 32 of the 80 images have 3 or more objects; 500 are asked for
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "rlhfv: warning: --n-images 500 but only 32 images have 3 or more annotated objects; "
+        "using 32 per split\n"
+    )
+    assert len({q.image_id for q in read_questions(out)}) == 32
+    assert main([*args, "--n-images", "32"]) == 0
+    assert capsys.readouterr().err == ""

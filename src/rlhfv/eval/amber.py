@@ -247,36 +247,44 @@ def score_amber(bench: AmberBenchmark, answers: Sequence[tuple[Any, Any]]) -> Am
     )
 
 
-def read_amber_queries(path: str | Path) -> list[tuple[int, str, str]]:
-    """(id, image file name, query) from an AMBER query file (``query_all.json`` ...)."""
+@dataclass(frozen=True)
+class AmberQuery:
+    id: int
+    image: str  # file name in the image folder
+    query: str
+    row: int  # in the query file, for messages
+
+
+def read_amber_queries(path: str | Path) -> list[AmberQuery]:
+    """The queries of an AMBER query file (``query_all.json`` ...: id, image, query)."""
     problems = Problems()
     rows = read_records(path, problems)
     problems.raise_first(path)
     out = []
     for row, obj in rows:
         try:
-            out.append((int(obj["id"]), str(obj["image"]), str(obj["query"])))
+            out.append(AmberQuery(int(obj["id"]), str(obj["image"]), str(obj["query"]), row))
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"bad query item: {err}", path=str(path), row=row) from err
     return out
 
 
 def answer_amber(
-    queries: Sequence[tuple[int, str, str]],
+    queries: Sequence[AmberQuery],
     model: str,
     image_dir: str | Path,
     generation: dict[str, Any],
     batch_size: int = 8,
     device: str | None = None,
     dtype: str = "auto",
+    *,
+    queries_path: str | Path | None = None,
 ) -> list[tuple[int, str]]:
     """(id, response) for every query, generated with a HF vision-language model."""
-    from rlhfv.eval.generate import answer_with_model
+    from rlhfv.eval.generate import answer_with_model, check_images
 
-    images = [Path(image_dir) / image for _, image, _ in queries]
-    missing = [str(p) for p in images if not p.is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} images not found, e.g. {missing[0]}", reason="missing_image")
-    texts = [q for _, _, q in queries]
-    answers = answer_with_model(model, [str(p) for p in images], texts, generation, batch_size, device, dtype)
-    return [(i, a) for (i, _, _), a in zip(queries, answers, strict=True)]
+    images = [Path(image_dir) / q.image for q in queries]
+    check_images([(f"row {q.row}", p) for q, p in zip(queries, images, strict=True)], queries_path)
+    texts = [q.query for q in queries]
+    answers = answer_with_model(model, list(map(str, images)), texts, generation, batch_size, device, dtype)
+    return [(q.id, a) for q, a in zip(queries, answers, strict=True)]

@@ -101,6 +101,8 @@ class ChairResult:
     n_mentions: int
     records: list[ChairRecord] = field(repr=False)
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # responses left out because the LLM extraction call failed (endpoint_error/_unreachable)
+    n_judge_failed: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints: aggregates, counts and problems (NaN -> null)."""
@@ -135,12 +137,14 @@ def score_chair(
 
     ``mentions`` turns a response into canonical classes (default: the rule-based
     ``extractor.objects``; the LLM step passes its own, returning None for a response it
-    could not extract, already counted in ``problems``). A response that is not a string
-    or whose image has no ground truth is counted in ``problems`` and left out.
+    could not extract, already counted in ``problems`` and in ``n_judge_failed``). A
+    response that is not a string or whose image has no ground truth is counted in
+    ``problems`` and left out.
     """
     problems = problems if problems is not None else Problems()
     mentions = mentions or extractor.objects
     records: list[ChairRecord] = []
+    n_failed = 0
     items = tqdm(responses, desc="CHAIR", unit="resp", disable=not progress)
     for i, (image_id, response) in enumerate(items):
         if not isinstance(response, str):
@@ -153,6 +157,7 @@ def score_chair(
             continue
         found = mentions(response)
         if found is None:
+            n_failed += 1
             continue
         records.append(ChairRecord(key, tuple(found), gt, response))
     return ChairResult(
@@ -161,6 +166,7 @@ def score_chair(
         n_mentions=sum(len(r.mentioned) for r in records),
         records=records,
         problems=problems.as_dict(),
+        n_judge_failed=n_failed,
     )
 
 

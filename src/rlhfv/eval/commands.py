@@ -47,15 +47,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
 
-    p = sub.add_parser("chair", help="CHAIR scores of responses against COCO ground truth")
+    p = sub.add_parser(
+        "chair",
+        help="CHAIR scores of responses against COCO ground truth",
+        description=(
+            "Score existing responses (JSONL: image_id, response) with CHAIR against COCO instance and "
+            "caption annotations: chair_s, chair_s_mentioned, chair_i, recall. Objects are found by rules, "
+            "or listed by an LLM first with --llm-extract."
+        ),
+    )
     p.add_argument("--responses", required=True, help="JSONL with image_id and response")
     _annotation_args(p)
     _endpoint_args(p, optional=True)
     p.add_argument("--per-response", metavar="FILE", help="also write per-response mentions (JSONL)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=_chair)
 
-    p = sub.add_parser("objhal", help="Object HalBench: generate answers, score with CHAIR, HTML report")
+    p = sub.add_parser(
+        "objhal",
+        help="Object HalBench: generate answers, score with CHAIR, HTML report",
+        description=(
+            "Object HalBench: answer the question file's detailed-description questions with a model "
+            "(or read --answers), score them with CHAIR and write answers.jsonl, result.json and "
+            "report.html. Every image is checked before the model is loaded."
+        ),
+    )
     p.add_argument("--questions", required=True, help="JSONL: image (base64 or path), image_id, question")
     _annotation_args(p)
     src = p.add_mutually_exclusive_group(required=True)
@@ -68,9 +84,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=_objhal)
 
-    p = sub.add_parser("pope", help="POPE: build question sets, or score answers")
+    p = sub.add_parser(
+        "pope",
+        help="POPE: build question sets, or score answers",
+        description="POPE yes/no object probing: build question sets from annotations, then score answers.",
+    )
     pope = p.add_subparsers(dest="pope_command", metavar="STEP", required=True)
-    b = pope.add_parser("build", help="random/popular/adversarial questions from COCO-style annotations")
+    b = pope.add_parser(
+        "build",
+        help="random/popular/adversarial questions from COCO-style annotations",
+        description=(
+            "Write balanced yes/no questions (JSONL) for images with at least --per-image objects; "
+            "the splits differ only in how the absent objects of the 'no' questions are chosen."
+        ),
+    )
     b.add_argument("--annotations", required=True, nargs="+", help="JSONL or COCO instances file")
     b.add_argument("--synonyms", help="synonym table (reference format) to map category names")
     b.add_argument("--out", required=True, help="output JSONL (one question per line)")
@@ -99,16 +126,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="random seed of image and object sampling (default: %(default)s)",
     )
     b.set_defaults(func=_pope_build)
-    s = pope.add_parser("score", help="accuracy, precision, recall, F1, yes-ratio")
+    s = pope.add_parser(
+        "score",
+        help="accuracy, precision, recall, F1, yes-ratio",
+        description=(
+            "Score yes/no answers (--answers, or generated with --model) per split and overall, "
+            "with 'yes' as the positive class."
+        ),
+    )
     s.add_argument("--questions", required=True, help="JSONL from `pope build`")
-    s.add_argument("--answers", help="JSONL: question_id, answer (default: generate with --model)")
-    s.add_argument("--model", help="HF vision-language model to answer the questions")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--answers", help="JSONL: question_id, answer (skip generation)")
+    src.add_argument("--model", help="HF vision-language model to answer the questions, with --image-dir")
     s.add_argument("--image-dir", help="directory holding the images named in the questions")
     _generation_args(s, default_max_new_tokens=16, default_preset="greedy")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the result summary as JSON")
     s.set_defaults(func=_pope_score)
 
-    p = sub.add_parser("amber", help="AMBER generative (CHAIR, Cover, Hal, Cog) and discriminative metrics")
+    p = sub.add_parser(
+        "amber",
+        help="AMBER generative (CHAIR, Cover, Hal, Cog) and discriminative metrics",
+        description=(
+            "Score answers (--answers, or generated with --model) against AMBER's annotation files: "
+            "CHAIR, Cover, Hal, Cog for generative items; accuracy, precision, recall, F1 for "
+            "discriminative ones."
+        ),
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--answers", help="JSON list or JSONL: id, response")
     src.add_argument("--model", help="HF vision-language model to answer --queries")
@@ -119,10 +162,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", required=True, help="AMBER annotations.json")
     p.add_argument("--relation", required=True, help="AMBER relation.json (word associations)")
     p.add_argument("--safe-words", help="AMBER safe_words.txt")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=_amber)
 
-    p = sub.add_parser("mmhal", help="MMHal-Bench: judge answers 0-6 with an LLM")
+    p = sub.add_parser(
+        "mmhal",
+        help="MMHal-Bench: judge answers 0-6 with an LLM",
+        description=(
+            "MMHal-Bench: an LLM judge (OpenAI-compatible endpoint) rates each answer 0-6; reports the "
+            "mean score, the hallucination rate and the score per question type."
+        ),
+    )
     p.add_argument("--questions", required=True, help="MMHal-Bench question file (JSON list)")
     p.add_argument(
         "--answers", help="JSON/JSONL with model answers in question order (default: model_answer)"
@@ -132,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _generation_args(p)
     _endpoint_args(p, optional=False)
     p.add_argument("--out", help="write per-question ratings and the summary (JSON)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
     p.set_defaults(func=_mmhal)
 
 
@@ -173,6 +223,12 @@ def _endpoint_args(p: argparse.ArgumentParser, *, optional: bool) -> None:
         type=_non_negative_int,
         default=4,
         help="retries of a failed request, with backoff (default: %(default)s)",
+    )
+    g.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 when the endpoint failed for some items, which are left out of the aggregates"
+        " (default: report them, warn and exit 1)",
     )
 
 
@@ -300,6 +356,24 @@ def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
         print(f"{key:>22}: {shown}")
 
 
+def _judge_status(n_failed: int, n_scored: int, noun: str, allow_partial: bool) -> int:
+    """Exit status once results are printed: 1 when the judge endpoint failed for any item,
+    unless ``--allow-partial``.
+
+    An outage during a run would otherwise shrink the sample without a word, and a mean
+    over the few items scored before it (or that needed no call) looks like a result.
+    Nothing scored at all is an InputError from the scorer (exit 2), as for other input."""
+    if not n_failed:
+        return 0
+    print(
+        f"rlhfv: warning: {n_failed} {noun}{'s' * (n_failed != 1)} not scored because the judge"
+        f" endpoint failed; the aggregates cover only the {n_scored} scored"
+        + ("" if allow_partial else " (exit status 1; rerun to retry them, or pass --allow-partial)"),
+        file=sys.stderr,
+    )
+    return 0 if allow_partial else 1
+
+
 def _chair(args: argparse.Namespace) -> int:
     from rlhfv.eval.objhal import load_responses, run_chair
 
@@ -319,7 +393,7 @@ def _chair(args: argparse.Namespace) -> int:
             for row in result.per_response():
                 f.write(json.dumps(row) + "\n")
     _print(result.summary(), args.json, problem_lines(result.problems))
-    return 0
+    return _judge_status(result.n_judge_failed, result.n_responses, "response", args.allow_partial)
 
 
 def _check_device(args: argparse.Namespace) -> None:
@@ -350,7 +424,7 @@ def _objhal(args: argparse.Namespace) -> int:
     _print(result.summary(), args.json, problem_lines(result.problems))
     if not args.json:
         print(f"report: {args.out}/report.html")
-    return 0
+    return _judge_status(result.n_judge_failed, result.n_responses, "response", args.allow_partial)
 
 
 def _run_objhal(args: argparse.Namespace, client: Any):
@@ -376,12 +450,20 @@ def _pope_build(args: argparse.Namespace) -> int:
     from rlhfv.eval.pope import (
         NegativeSampler,
         build_pope_questions,
+        eligible_images,
         load_object_annotations,
         write_questions,
     )
 
     check_output_file(args.out, "--out")
     objects = load_object_annotations(args.annotations, synonyms=args.synonyms)
+    n_eligible = len(eligible_images(objects, args.per_image))
+    if 0 < n_eligible < args.n_images:  # none at all is an error, raised below
+        print(
+            f"rlhfv: warning: --n-images {args.n_images} but only {n_eligible} images have"
+            f" {args.per_image} or more annotated objects; using {n_eligible} per split",
+            file=sys.stderr,
+        )
     sampler = NegativeSampler(objects)
     questions = []
     for split in args.split or ["random", "popular", "adversarial"]:
@@ -396,9 +478,9 @@ def _pope_build(args: argparse.Namespace) -> int:
 def _pope_score(args: argparse.Namespace) -> int:
     from rlhfv.eval.pope import answer_pope, read_answers, read_questions, score_pope
 
-    if not args.answers:
-        if not args.model or not args.image_dir:
-            raise InputError("give --answers, or --model and --image-dir to generate them")
+    if args.model:
+        if not args.image_dir:
+            raise InputError("--model needs --image-dir")
         _check_device(args)
     questions = read_questions(args.questions)
     if args.answers:
@@ -435,7 +517,14 @@ def _amber(args: argparse.Namespace) -> int:
     else:
         queries = read_amber_queries(args.queries)
         answers = answer_amber(
-            queries, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
+            queries,
+            args.model,
+            args.image_dir,
+            _gen_kwargs(args),
+            args.batch_size,
+            args.device,
+            args.dtype,
+            queries_path=args.queries,
         )
         if args.save_answers:
             with open(args.save_answers, "w", encoding="utf-8") as f:
@@ -459,7 +548,14 @@ def _mmhal(args: argparse.Namespace) -> int:
         answers = read_mmhal_answers(args.answers, len(questions))
     elif args.model:
         answers = answer_mmhal(
-            questions, args.model, args.image_dir, _gen_kwargs(args), args.batch_size, args.device, args.dtype
+            questions,
+            args.model,
+            args.image_dir,
+            _gen_kwargs(args),
+            args.batch_size,
+            args.device,
+            args.dtype,
+            questions_path=args.questions,
         )
     else:
         answers = [q.model_answer for q in questions]
@@ -469,4 +565,4 @@ def _mmhal(args: argparse.Namespace) -> int:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(result.to_json(), f, indent=1)
     _print(result.summary(), args.json, problem_lines(result.problems))
-    return 0
+    return _judge_status(result.n_judge_failed, result.n_rated, "answer", args.allow_partial)

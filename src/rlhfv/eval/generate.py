@@ -43,24 +43,113 @@ def is_image_file(text: str, base_dir: str | Path | None = None) -> bool:
         return False
 
 
-def load_image(source: Any, *, base_dir: str | Path | None = None):
-    """A PIL RGB image from a PIL image, raw bytes, a path, or a base64 string."""
+def _shown(text: str) -> str:
+    """Base64 data in a message: its first 40 characters, not hundreds of thousands."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}..."
+
+
+def _decode(source: Any, base_dir: str | Path | None = None):
+    """A fully decoded PIL image from a PIL image, raw bytes, a path or a base64 string
+    (a ``Path`` is only ever a path).
+
+    ``Image.open`` reads only the header; ``load()`` decodes every pixel, so a truncated
+    file fails here with its name rather than in the middle of generation."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        return source
+    errors = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            im = Image.open(io.BytesIO(source))
+            im.load()
+            return im
+        except errors as err:
+            raise InputError(f"image bytes cannot be decoded ({err})", reason="bad_image") from err
+    text = str(source)
+    if isinstance(source, Path) and not is_image_file(text, base_dir):  # a path, never base64
+        raise InputError(f"image file not found: {Path(base_dir or '', source)}", reason="missing_image")
+    if is_image_file(text, base_dir):
+        path = Path(base_dir, text) if base_dir is not None else Path(text)
+        try:
+            with open(path, "rb") as f:
+                im = Image.open(f)
+                im.load()
+            return im
+        except errors as err:
+            raise InputError(f"image file {path} cannot be decoded ({err})", reason="bad_image") from err
+    data = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
     try:
-        if isinstance(source, (bytes, bytearray)):
-            return Image.open(io.BytesIO(source)).convert("RGB")
-        text = str(source)
-        if is_image_file(text, base_dir):
-            return Image.open(Path(base_dir, text) if base_dir is not None else Path(text)).convert("RGB")
-        if text.startswith("data:") and "," in text:
-            text = text.split(",", 1)[1]
-        return Image.open(io.BytesIO(base64.b64decode(text, validate=True))).convert("RGB")
-    except (OSError, ValueError, UnidentifiedImageError) as err:
-        shown = str(source)[:80]
-        raise InputError(f"not an image path or base64 image: {shown!r} ({err})", reason="bad_image") from err
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as err:
+        if len(text) < 1024 and Path(text).suffix:  # reads as a file name, and is none
+            path = Path(base_dir, text) if base_dir is not None else Path(text)
+            raise InputError(f"image file not found: {path}", reason="missing_image") from err
+        raise InputError(
+            f"neither an existing file nor base64 image data: {_shown(text)} (invalid base64: {err})",
+            reason="bad_image",
+        ) from err
+    try:
+        im = Image.open(io.BytesIO(raw))
+    except errors as err:
+        raise InputError(
+            f"neither an existing file nor base64 image data: {_shown(text)}", reason="bad_image"
+        ) from err
+    try:
+        im.load()
+    except errors as err:
+        raise InputError(
+            f"base64 image {_shown(text)} cannot be decoded ({err})", reason="bad_image"
+        ) from err
+    return im
+
+
+def load_image(source: Any, *, base_dir: str | Path | None = None):
+    """A PIL RGB image from a PIL image, raw bytes, a path, or a base64 string."""
+    return _decode(source, base_dir).convert("RGB")
+
+
+def image_problem(source: Any, base_dir: str | Path | None = None) -> str | None:
+    """Why ``source`` (a path, relative to ``base_dir``, base64 data or bytes) is no usable
+    image, or None. Decodes the whole image, so it finds truncated files too."""
+    try:
+        _decode(source, base_dir)
+    except InputError as err:
+        return err.message
+    return None
+
+
+def check_images(
+    images: Sequence[tuple[str, Any]], path: str | Path | None = None, *, base_dir: str | Path | None = None
+) -> None:
+    """InputError naming ``path``, the first unusable image's place and why, and the count.
+
+    ``images``: (where, source) pairs such as ("row 3", "img.jpg"), relative paths resolved
+    against ``base_dir``; a source may be an InputError from a lookup that already failed.
+    Each distinct path is decoded once (POPE asks several questions about one image). Run
+    before a model is loaded: a bad image then costs no loading or generation time."""
+    seen: dict[str, str | None] = {}
+    bad = []
+    for where, source in images:
+        if isinstance(source, InputError):
+            problem = source.message
+        elif isinstance(source, (str, Path)):
+            key = str(source)
+            if key not in seen:
+                seen[key] = image_problem(source, base_dir)
+            problem = seen[key]
+        else:
+            problem = image_problem(source)
+        if problem:
+            bad.append((where, problem))
+    if bad:
+        where, problem = bad[0]
+        raise InputError(
+            f"{len(bad)} of {len(images)} images not found or unreadable, e.g. {where}: {problem}",
+            path=None if path is None else str(path),
+            field="image",
+            reason="missing_image",
+        )
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -181,6 +181,8 @@ class MMHalResult:
     n_questions: int
     items: list[dict[str, Any]] = field(repr=False)
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # answers left out because the judge call failed (endpoint_error/_unreachable)
+    n_judge_failed: int = 0
 
     def summary(self) -> dict[str, Any]:
         flat = {**self.metrics, **{f"score/{t}": v for t, v in self.per_type.items()}}
@@ -208,6 +210,7 @@ def score_mmhal(
     records: list[MMHalRecord] = []
     items: list[dict[str, Any]] = []
     unreachable: str | None = None
+    n_failed = 0
     pairs = list(zip(questions, answers, strict=True))
     for i, (q, answer) in enumerate(tqdm(pairs, desc="judge", disable=not progress), start=1):
         item = asdict(q) | {"model_answer": answer, "rating": None, "judge_reply": None}
@@ -221,6 +224,7 @@ def score_mmhal(
             continue
         if unreachable is not None:
             problems.add("endpoint_unreachable", unreachable)
+            n_failed += 1
             continue
         messages = [{"role": "user", "content": judge_prompt(q, answer)}]
         try:
@@ -228,9 +232,11 @@ def score_mmhal(
         except EndpointUnreachable as err:
             unreachable = str(err)
             problems.add(err.kind, unreachable)
+            n_failed += 1
             continue
         except EndpointError as err:
             problems.add(err.kind, f"{where}: {err}")
+            n_failed += 1
             continue
         item["judge_reply"] = reply
         rating, trouble = parse_rating(reply)
@@ -254,6 +260,7 @@ def score_mmhal(
         n_questions=len(questions),
         items=items,
         problems=problems.as_dict(),
+        n_judge_failed=n_failed,
     )
 
 
@@ -274,10 +281,18 @@ def answer_mmhal(
     batch_size: int = 8,
     device: str | None = None,
     dtype: str = "auto",
+    *,
+    questions_path: str | Path | None = None,
 ) -> list[str]:
     """Generate an answer to every question with a HF vision-language model."""
-    from rlhfv.eval.generate import answer_with_model
+    from rlhfv.eval.generate import answer_with_model, check_images
 
-    images = [str(image_path(q, image_dir)) for q in questions]  # fail before loading the model
+    images: list[Path | InputError] = []
+    for q in questions:
+        try:
+            images.append(image_path(q, image_dir))
+        except InputError as err:  # reported with the others below
+            images.append(err)
+    check_images([(f"row {i}", im) for i, im in enumerate(images, start=1)], questions_path)
     texts = [q.question for q in questions]
-    return answer_with_model(model, images, texts, generation, batch_size, device, dtype)
+    return answer_with_model(model, list(map(str, images)), texts, generation, batch_size, device, dtype)

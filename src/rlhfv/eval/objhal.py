@@ -29,7 +29,7 @@ from rlhfv.eval.chair import (
     normalize_image_id,
     score_chair,
 )
-from rlhfv.eval.generate import is_image_file
+from rlhfv.eval.generate import check_images, is_image_file
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.objects import ObjectExtractor, coco_extractor
 from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines, read_records
@@ -66,40 +66,9 @@ def load_questions(path: str | Path, *, limit: int | None = None) -> list[Questi
     return out
 
 
-def image_problem(image: Any, base_dir: Path) -> str | None:
-    """Why a question's ``image`` (path or base64) cannot be read, or None when it can.
-
-    Cheap: files are checked for existence and base64 data only down to the image header,
-    so a whole question file is checked before a model is loaded."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, (bytes, bytearray)) or not isinstance(image, str):
-        return None
-    if is_image_file(image):
-        return None
-    text = image.split(",", 1)[1] if image.startswith("data:") and "," in image else image
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))):
-            return None
-    except (ValueError, OSError, UnidentifiedImageError):
-        pass
-    if len(image) < 1024:
-        return f"image file not found: {base_dir / image}"
-    return f"image is neither a file nor base64 image data: {image[:40]!r}..."
-
-
 def check_question_images(questions: Sequence[Question], path: str | Path) -> None:
     """InputError naming the question file, the row and the image when any image is unreadable."""
-    base = Path(path).parent
-    bad = [(q.row, problem) for q in questions if (problem := image_problem(q.image, base))]
-    if bad:
-        row, problem = bad[0]
-        raise InputError(
-            f"{len(bad)} of {len(questions)} images not found or unreadable, e.g. row {row}: {problem}",
-            path=str(path),
-            field="image",
-            reason="missing_image",
-        )
+    check_images([(f"row {q.row}", q.image) for q in questions], path, base_dir=Path(path).parent)
 
 
 @dataclass

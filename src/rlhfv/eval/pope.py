@@ -122,6 +122,11 @@ class NegativeSampler:
         raise InputError(f"unknown POPE split {split!r}; choose from {SPLITS}")
 
 
+def eligible_images(annotations: dict[str, ImageObjects], per_image: int) -> list[str]:
+    """The ids of the images with ``per_image`` or more objects, sorted: the images sampled from."""
+    return sorted(k for k, a in annotations.items() if len(a.objects) >= per_image)
+
+
 def build_pope_questions(
     annotations: dict[str, ImageObjects],
     split: str,
@@ -132,7 +137,8 @@ def build_pope_questions(
     first_id: int = 0,
     sampler: NegativeSampler | None = None,
 ) -> list[PopeQuestion]:
-    """Balanced yes/no questions for ``n_images`` images with >= ``per_image`` objects.
+    """Balanced yes/no questions for ``n_images`` images with >= ``per_image`` objects
+    (all of them when there are fewer: the CLI warns).
 
     As in POPE, the splits of one seed share the images and the "yes" questions; only the
     "no" questions differ. ``sampler``: one built for ``annotations``, to share between splits."""
@@ -142,7 +148,7 @@ def build_pope_questions(
     rng = random.Random(f"{seed}")
     negative_rng = random.Random(f"{seed}:{split}")
     sampler = sampler or NegativeSampler(annotations)
-    eligible = sorted(k for k, a in annotations.items() if len(a.objects) >= per_image)
+    eligible = eligible_images(annotations, per_image)
     if not eligible:
         raise InputError(f"no image has {per_image} or more annotated objects")
     chosen = rng.sample(eligible, min(n_images, len(eligible)))
@@ -342,19 +348,11 @@ def answer_pope(
     questions_path: str | None = None,
 ) -> dict[int, str]:
     """Generate an answer to every question with a HF vision-language model."""
-    from rlhfv.eval.generate import answer_with_model
+    from rlhfv.eval.generate import answer_with_model, check_images
 
-    images = [str(Path(image_dir) / q.image) for q in questions]
-    missing = [(q, path) for q, path in zip(questions, images, strict=True) if not Path(path).is_file()]
-    if missing:  # before the model is loaded
-        q, path = missing[0]
-        row = f"row {q.row}" if q.row is not None else f"question_id {q.question_id}"
-        raise InputError(
-            f"{len(missing)} of {len(questions)} images not found, e.g. {row}: {path}",
-            path=questions_path,
-            field="image",
-            reason="missing_image",
-        )
+    images = [Path(image_dir) / q.image for q in questions]
+    where = [f"row {q.row}" if q.row is not None else f"question_id {q.question_id}" for q in questions]
+    check_images(list(zip(where, images, strict=True)), questions_path)  # before the model is loaded
     texts = [f"{q.text} Answer yes or no." for q in questions]
-    answers = answer_with_model(model, images, texts, generation, batch_size, device, dtype)
+    answers = answer_with_model(model, list(map(str, images)), texts, generation, batch_size, device, dtype)
     return {q.question_id: a for q, a in zip(questions, answers, strict=True)}
