@@ -87,10 +87,31 @@ def test_train_resume_latest(tmp_path, prepared):
     args = run_args("train", "tiny-llava", prepared, run, "--set", "save_steps=1")
     assert main([*args, "--max-steps", "2"]) == 0
     assert (run / "checkpoint-1" / "training_state").is_dir()
-    assert not (run / "checkpoint-2").exists()  # the last step is the final model in OUTPUT
-    assert main([*args, "--max-steps", "3", "--resume"]) == 0  # from checkpoint-1: steps 2 and 3
+    assert (run / "checkpoint-2" / "trainer_state.json").is_file()  # the last step too
+    assert main([*args, "--max-steps", "3", "--resume"]) == 0  # extended from checkpoint-2: step 3
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+    assert main([*args, "--max-steps", "3", "--resume", str(run / "checkpoint-1")]) == 0  # steps 2, 3 again
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_resume_on_data_prepared_with_another_alignment_is_refused(tmp_path, prepared, capsys):
+    """The same corrections prepared with --alignment reference: the same token ids and images
+    (and the same fingerprint in rlhfv_prepared.json), other changed-token masks."""
+    other = tmp_path / "reference-aligned"
+    argv = ["data", "prepare", "example", str(other), "--processor", "tiny-llava", "--alignment", "reference"]
+    assert main(argv) == 0
+    run = tmp_path / "run"
+    args = ["--set", "save_steps=1", "--max-steps"]
+    assert main([*run_args("train", "tiny-llava", prepared, run, *args, "2")]) == 0
+    capsys.readouterr()
+    assert main([*run_args("train", "tiny-llava", other, run, *args, "3"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained with other settings (prepared data " in err
+    assert not (run / "checkpoint-3").exists()
+    # the same data resumes
+    assert main([*run_args("train", "tiny-llava", prepared, run, *args, "3"), "--resume"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -111,6 +132,17 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, prepared, extra, needle, c
     assert main(["train", *flags, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_a_config_file_with_a_yaml_error_is_one_line_naming_where(tmp_path, prepared, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("beta: 0.1\nreport_to: [none\n")
+    assert main(run_args("train", "tiny-llava", prepared, tmp_path / "o", "--config", str(config))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(
+        f"rlhfv: error: {config}: not valid YAML at line 3, column 1"
+    )
+    assert "from line 2, column 12" in err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("extra", [["--reference-cache", "refcache"], ["--preset", "reference"]])
@@ -152,14 +184,15 @@ def test_a_used_output_is_refused_unless_resumed_with_its_settings_or_overwritte
     assert main([*args, "--max-steps", "4", "--set", "beta=0.1", "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert (
-        "checkpoint-2: field --resume: the checkpoint was trained with other settings (beta 0.5 -> 0.1)"
+        "checkpoint-3: field --resume: the checkpoint was trained with other settings (beta 0.5 -> 0.1)"
         in err
     )
     assert main([*args, "--max-steps", "1", "--resume", "--overwrite"]) == 2
     assert "not both" in capsys.readouterr().err
     # --overwrite clears the earlier run first
     assert main([*args, "--max-steps", "1", "--set", "beta=0.1", "--overwrite"]) == 0
-    assert not list(run.glob("checkpoint-*"))
+    assert [p.name for p in run.glob("checkpoint-*")] == ["checkpoint-1"]  # the new run's end
+    assert "beta: 0.1" in (run / "checkpoint-1" / "train_config.yaml").read_text()
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert "beta: 0.1" in (run / "train_config.yaml").read_text()
 

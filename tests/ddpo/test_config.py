@@ -91,10 +91,6 @@ def test_report_to_none_is_accepted_and_named_in_the_error():
 def test_unknown_keys_and_bad_files(tmp_path):
     with pytest.raises(InputError, match="unknown config key"):
         load_config(None, {"betta": 0.1})
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("beta: [1, 2\n")
-    with pytest.raises(InputError, match="not valid YAML"):
-        load_config(bad)
     with pytest.raises(InputError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(InputError, match="key=value"):
@@ -104,6 +100,28 @@ def test_unknown_keys_and_bad_files(tmp_path):
     with pytest.raises(InputError, match="mapping") as err:
         load_config(listed)
     assert err.value.path == str(listed)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("lora: true\nbeta: [1, 2\n", "line 3, column 1: expected ',' or ']'"),
+        ("beta: 0.1\n gamma: 2\n", "line 2, column 7: mapping values are not allowed here"),
+        ("beta:\t0.1\n", "line 1, column 6: found character '\\t' that cannot start any token"),
+    ],
+)
+def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, text, where):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_config(bad)
+    assert err.value.path == str(bad) and f"not valid YAML at {where}" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(InputError) as err:
+        parse_overrides(["beta=[1"])
+    assert str(err.value).startswith("field beta: cannot parse value '[1': expected") and "\n" not in str(
+        err.value
+    )
 
 
 def test_shipped_training_yamls_load():

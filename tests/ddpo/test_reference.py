@@ -76,6 +76,12 @@ def test_cache_is_reused_and_recomputed_when_model_or_data_change(tmp_path, tiny
     # unchanged model and data, a different gamma: the same cache, not rewritten
     reference_table(tmp_path, model, processor, prepared, cache, gamma=2.0)
     assert cache_folders(cache) == [first] and marker.stat().st_mtime_ns == stamp
+    # nor other changed-token masks (another --alignment): the cache holds raw per-token
+    # log-probs, the masks weigh them at train time
+    dataset, metadata = prepared
+    remasked = dataset.map(lambda row: {"rejected_changed": [1 - x for x in row["rejected_changed"]]})
+    reference_table(tmp_path, model, processor, (remasked, metadata), cache)
+    assert cache_folders(cache) == [first] and marker.stat().st_mtime_ns == stamp
 
     changed = copy.deepcopy(model)
     with torch.no_grad():

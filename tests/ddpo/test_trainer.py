@@ -12,6 +12,7 @@ import torch
 from rlhfv.ddpo.trainer import (
     Trainer,
     TrainState,
+    data_fingerprint,
     freeze_parts,
     lora_target_regex,
     parameter_group,
@@ -476,8 +477,8 @@ def test_lora_sft_then_lora_ddpo_and_checkpoint_limit(tmp_path, tiny_llava):
                     param, merged_reference.get_parameter(name.replace(".base_layer", ""))
                 )
     assert sorted(p.name for p in (tmp_path / "ddpo").glob("checkpoint-*")) == [
-        "checkpoint-2",
         "checkpoint-3",
+        "checkpoint-4",
     ]
 
 
@@ -529,4 +530,106 @@ def test_api_refuses_a_used_output_and_a_resume_on_other_data(tmp_path, tiny_lla
     result = train_ddpo(
         config, copy.deepcopy(model), processor, other, tmp_path, overwrite=True, progress=False
     )
-    assert result.global_step == 2 and [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert result.global_step == 2
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_data_fingerprint_covers_answer_spans_and_changed_masks(tiny_llava):
+    """Data prepared with another --alignment differs in its masks only: the reference reads the
+    same ids and images (same cache key), the loss does not (a resume is refused)."""
+    _, processor = tiny_llava
+    dataset, metadata = make_prepared(processor, n=4)
+    remasked = dataset.map(lambda row: {"chosen_changed": [1 - x for x in row["chosen_changed"]]})
+    respanned = dataset.map(lambda row: {"rejected_labels_start": row["rejected_labels_start"] + 1})
+    for meta in (metadata, {}):  # the prepared data's own fingerprint, or none (columns hashed)
+        loss = data_fingerprint(dataset, meta, loss=True)
+        assert data_fingerprint(dataset, meta, loss=True) == loss
+        assert data_fingerprint(remasked, meta) == data_fingerprint(dataset, meta)
+        assert data_fingerprint(remasked, meta, loss=True) != loss
+        assert data_fingerprint(respanned, meta, loss=True) != loss
+    other, _ = make_prepared(processor, n=4, offset=4)
+    assert data_fingerprint(other, {}) != data_fingerprint(dataset, {})
+
+
+def test_a_finished_run_is_checkpointed_and_extended_like_a_longer_run(tmp_path, tiny_llava):
+    """save_steps 500 and 2 steps: checkpoint-2 at the end all the same; resumed with max_steps
+    4 it ends with the weights of a 4-step run, and a cosine schedule goes on at the longer
+    schedule's rate, not at the finished one's 0."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    longer = fast_config(max_steps=4, save_steps=500)
+    straight = train_ddpo(longer, copy.deepcopy(model), processor, prepared, tmp_path / "a", progress=False)
+    short = fast_config(max_steps=2, save_steps=500)
+    train_ddpo(short, copy.deepcopy(model), processor, prepared, tmp_path / "b", progress=False)
+    assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-2"]
+    extended = train_ddpo(
+        longer,
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "b",
+        resume_from="latest",
+        progress=False,
+    )
+    assert extended.global_step == 4 and [h["step"] for h in extended.history] == [3, 4]
+    a, b = straight.model.state_dict(), extended.model.state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+    cosine = dict(lr_scheduler="cosine", save_steps=3, save_total_limit=1)
+    straight = train_ddpo(
+        fast_config(**cosine, max_steps=4),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "c",
+        progress=False,
+    )
+    train_ddpo(
+        fast_config(**cosine, max_steps=2),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "d",
+        progress=False,
+    )
+    extended = train_ddpo(
+        fast_config(**cosine, max_steps=4),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "d",
+        resume_from="latest",
+        progress=False,
+    )
+    assert extended.history[0]["lr"] == straight.history[2]["lr"] > 0
+    # checkpoint-3 then the final checkpoint-4, the limit keeping the newest one only
+    assert [p.name for p in (tmp_path / "c").glob("checkpoint-*")] == ["checkpoint-4"]
+
+
+def test_a_checkpoint_from_before_the_mask_fingerprint_still_resumes(tmp_path, tiny_llava, caplog):
+    """trainer_state.json used to record the prepared data's own fingerprint (ids and images):
+    such a checkpoint resumes on that data, with a warning that the masks are not checked."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(max_steps=1)
+    train_ddpo(config, copy.deepcopy(model), processor, prepared, tmp_path, progress=False)
+    marker = tmp_path / "checkpoint-1" / "trainer_state.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "data": prepared[1]["fingerprint"]}))
+    longer = fast_config(max_steps=2)
+    result = train_ddpo(
+        longer, copy.deepcopy(model), processor, prepared, tmp_path, resume_from="latest", progress=False
+    )
+    assert result.global_step == 2 and any("predates" in r.getMessage() for r in caplog.records)
+    other = make_prepared(processor, n=4, offset=4)
+    with pytest.raises(InputError, match="prepared data test-4-0 -> "):
+        train_ddpo(
+            longer,
+            copy.deepcopy(model),
+            processor,
+            other,
+            tmp_path,
+            resume_from=tmp_path / "checkpoint-1",
+            progress=False,
+        )

@@ -54,7 +54,11 @@ def _add_arguments(parser: argparse.ArgumentParser, *, ddpo: bool = True) -> Non
     parser.add_argument(
         "--output", help="(required) output directory (checkpoints, metrics.jsonl, final model)"
     )
-    parser.add_argument("--config", help="training YAML (see configs/paper.yaml, configs/reference.yaml)")
+    parser.add_argument(
+        "--config",
+        help="training YAML, e.g. configs/paper.yaml or configs/reference.yaml in the repository checkout "
+        "(not installed with the package" + ("; --preset gives their method settings)" if ddpo else ")"),
+    )
     parser.add_argument(
         "--preset",
         choices=("paper", "reference"),

@@ -279,9 +279,27 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise InputError(
-                f"cannot parse value {raw!r}: {err}", field=key.strip(), reason="bad_config"
+                f"cannot parse value {raw!r}: {yaml_problem(err, where=False)}",
+                field=key.strip(),
+                reason="bad_config",
             ) from err
     return out
+
+
+def yaml_problem(err: Exception, *, where: bool = True) -> str:
+    """A PyYAML error in one line (its own message spans several, with a caret drawing), e.g.
+    ``line 3, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow
+    sequence from line 2, column 7)``."""
+
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if where and mark is not None else ""
+
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    if context and at(getattr(err, "context_mark", None)):  # where the unclosed thing began
+        context += f" from {at(err.context_mark)}"
+    place = at(getattr(err, "problem_mark", None))
+    return (f"{place}: " if place else "") + problem + (f" ({context})" if context else "")
 
 
 def load_config(
@@ -298,7 +316,9 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise InputError(f"not valid YAML: {err}", path=str(path), reason="bad_config") from err
+            raise InputError(
+                f"not valid YAML at {yaml_problem(err)}", path=str(path), reason="bad_config"
+            ) from err
         if not isinstance(loaded, dict):
             raise InputError("expected a mapping of config keys", path=str(path), reason="bad_config")
         values.update(loaded)

@@ -24,17 +24,18 @@ What a run writes to ``output_dir``:
 * ``metrics.jsonl``: one JSON object per logged step (``loss``, ``rewards/*``, ``logps/*``,
   ``lr``, ``grad_norm``, ``tokens_per_second``, ``step``, ``epoch``); also sent to the
   accelerate trackers (TensorBoard under ``output_dir/tb`` by default);
-* ``checkpoint-N/`` every ``save_steps``: the model in Hugging Face format
-  (``save_pretrained``: full weights, or the LoRA adapter) + the processor, loadable by
-  plain transformers / peft, ``training_state/`` (optimizer, scheduler, RNG) for
+* ``checkpoint-N/`` every ``save_steps`` and at the last step: the model in Hugging Face
+  format (``save_pretrained``: full weights, or the LoRA adapter) + the processor, loadable
+  by plain transformers / peft, ``training_state/`` (optimizer, scheduler, RNG) for
   ``resume_from``, and the config, objective and data fingerprint the resume checks;
 * the final model + processor in ``output_dir`` itself.
 
 Resuming (``resume_from="latest"`` or a checkpoint path) restores model, optimizer,
 scheduler and RNG states, and the data position follows from the step (see
 ``rlhfv.ddpo.batches``), so an interrupted and resumed run ends with the weights of an
-uninterrupted one. ``trainer_state.json`` is written last and marks a complete checkpoint:
-``"latest"`` skips (with a warning) one a killed run left half-written. An ``output_dir``
+uninterrupted one; a finished run resumed with a larger ``max_steps`` goes on under the
+schedule of the new length. ``trainer_state.json`` is written last and marks a complete
+checkpoint: ``"latest"`` skips (with a warning) one a killed run left half-written. An ``output_dir``
 holding an earlier run is refused unless resuming it or ``overwrite=True``. A NaN or infinite loss stops the run with an ``InputError`` naming
 the step and the last good checkpoint (nothing is overwritten).
 
@@ -47,6 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -273,8 +276,46 @@ def load_prepared_data(prepared: str | Path | tuple[Any, Mapping[str, Any]]) -> 
     return load_prepared(prepared)
 
 
-def data_fingerprint(dataset: Any, metadata: Mapping[str, Any]) -> str:
-    return str(metadata.get("fingerprint") or getattr(dataset, "_fingerprint", None) or len(dataset))
+# What the reference model reads from a row; what the loss reads besides: the answer spans
+# and the changed-token masks (which `rlhfv data prepare --alignment/--kinds` decide).
+REFERENCE_COLUMNS = ("chosen_input_ids", "rejected_input_ids", "image")
+LOSS_COLUMNS = ("chosen_labels_start", "rejected_labels_start", "chosen_changed", "rejected_changed")
+
+
+def data_fingerprint(dataset: Any, metadata: Mapping[str, Any], *, loss: bool = False) -> str:
+    """A hash of what the reference model reads (token ids, images) or, with ``loss``, of all
+    the loss reads (also answer spans and changed-token masks).
+
+    The prepared data's own ``fingerprint`` (``rlhfv data prepare``) covers ids and images
+    only, so it stands for them and keeps the reference caches' keys; data passed in memory
+    without one has its columns hashed.
+    """
+    own = metadata.get("fingerprint")
+    columns = (() if own else REFERENCE_COLUMNS) + (LOSS_COLUMNS if loss else ())
+    if not columns:
+        return str(own)
+    digest = hashlib.sha256(str(own).encode())
+    _hash_columns(dataset, [c for c in columns if c in dataset.column_names], digest)
+    return digest.hexdigest()
+
+
+def _hash_columns(dataset: Any, columns: Sequence[str], digest: Any) -> None:
+    """Feed ``columns`` to ``digest`` in row order; integers as int64 so the stored width does not matter."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for table in dataset.select_columns(list(columns)).with_format("arrow").iter(batch_size=1024):
+        for name in columns:
+            column = table.column(name).combine_chunks()
+            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+                digest.update(np.asarray(pc.list_value_length(column), dtype=np.int64).tobytes())
+                column = column.flatten()  # unlike .values, respects a sliced array's offset
+            if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+                for item in column.to_pylist():
+                    digest.update(hashlib.sha256(item).digest())
+            else:
+                digest.update(np.asarray(column, dtype=np.int64).tobytes())
 
 
 # ------------------------------------------------------------------ the trainer
@@ -346,7 +387,9 @@ class Trainer:
                 import wandb  # noqa: F401
             except ImportError:
                 raise InputError(
-                    "report_to wandb needs the wandb package (pip install 'rlhfv[wandb]')", field="report_to"
+                    "report_to wandb needs the wandb package (pip install wandb; in a checkout: "
+                    "pip install -e '.[wandb]')",
+                    field="report_to",
                 ) from None
         from accelerate.state import AcceleratorState, GradientState
 
@@ -494,9 +537,13 @@ class Trainer:
             )
         return path
 
+    @functools.cached_property
+    def _data_identity(self) -> str:
+        return data_fingerprint(self.dataset, self.metadata, loss=True)
+
     def _run_identity(self) -> dict[str, Any]:
         """What a checkpoint records so that a resume can tell it is the same run."""
-        return {"objective": self.objective_name, "data": data_fingerprint(self.dataset, self.metadata)}
+        return {"objective": self.objective_name, "data": self._data_identity}
 
     def _check_output_dir(self, accelerator, resume_dir: Path | None) -> None:
         """Refuse to mix runs: a fresh run needs an output directory without an earlier run
@@ -519,6 +566,12 @@ class Trainer:
         differences = []
         state = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())
         current = self._run_identity()
+        if state.get("data") == data_fingerprint(self.dataset, self.metadata) != current["data"]:
+            # written before the fingerprint covered the answer spans and masks: ids and images match
+            logger.warning(
+                "%s predates the check of changed-token masks; they are assumed unchanged", resume_dir
+            )
+            state["data"] = current["data"]
         for key in ("objective", "data"):
             if key in state and state[key] != current[key]:
                 what = "prepared data" if key == "data" else key
@@ -717,6 +770,7 @@ class Trainer:
         if resume_dir is not None:
             accelerator.load_state(str(resume_dir / STATE_DIRNAME))
             step = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())["global_step"]
+            _follow_schedule(scheduler)
         batches = self._batches(
             self._pairs(config.image_pipeline), self._collator(), accelerator, step, steps_per_epoch
         )
@@ -728,7 +782,7 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=step, desc=label, disable=not show, unit="step")
         window = _MetricWindow(accelerator)
         last_checkpoint = _latest_checkpoint(self.output_dir)
-        stop = False
+        saved_step, epoch, stop = step, 0, False  # a resumed run's step is saved already
         while step < total_steps and not stop:
             epoch = self._optimizer_step(
                 accelerator, model, objective, optimizer, scheduler, batches, step, window, last_checkpoint
@@ -747,9 +801,12 @@ class Trainer:
                         fh.write(json.dumps(logged) + "\n")
             if step % config.save_steps == 0 and step < total_steps:
                 last_checkpoint = self._save_checkpoint(accelerator, model, step, epoch)
+                saved_step = step
             state = TrainState(step=step, total_steps=total_steps, epoch=epoch, metrics=logged)
             stop = any(bool(cb(state)) for cb in self.callbacks)
         bar.close()
+        if step != saved_step:  # the end is a checkpoint too: a finished run can be resumed to extend it
+            self._save_checkpoint(accelerator, model, step, epoch)
         self._save_model(accelerator, model, self.output_dir)
         accelerator.wait_for_everyone()
         if config.report_to:
@@ -860,6 +917,17 @@ def _check_finite(
             field="loss",
             reason="non_finite_loss",
         )
+
+
+def _follow_schedule(scheduler) -> None:
+    """Give the optimizer this run's learning rate at the restored step. It holds the
+    checkpoint's, from the schedule of that run's length: a run extended with a larger
+    ``max_steps`` would take one step at the old schedule's rate (0 at the end of a cosine)."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+    rates = [base * fn(inner.last_epoch) for base, fn in zip(inner.base_lrs, inner.lr_lambdas, strict=True)]
+    for group, rate in zip(inner.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    inner._last_lr = rates  # what get_last_lr() logs
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
