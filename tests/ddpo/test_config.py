@@ -124,6 +124,16 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, t
     )
 
 
+def test_a_yaml_error_without_a_position_does_not_say_at(tmp_path):
+    """A control character fails in PyYAML's reader, whose errors carry no line and column."""
+    bad = tmp_path / "bell.yaml"
+    bad.write_text("beta: 0.1\x07\n")
+    with pytest.raises(InputError) as err:
+        load_config(bad)
+    assert "not valid YAML: unacceptable character #x0007" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+
 def test_shipped_training_yamls_load():
     from pathlib import Path
 

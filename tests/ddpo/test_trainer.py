@@ -551,6 +551,18 @@ def test_data_fingerprint_covers_answer_spans_and_changed_masks(tiny_llava):
     assert data_fingerprint(other, {}) != data_fingerprint(dataset, {})
 
 
+@pytest.mark.parametrize(("final", "saved"), [(True, ["checkpoint-3"]), (False, ["checkpoint-2"])])
+def test_save_final_checkpoint_decides_the_last_steps_checkpoint(tmp_path, tiny_llava, final, saved):
+    """Off, only the save_steps checkpoints remain: no extra full save at the end."""
+    model, processor = tiny_llava
+    config = fast_config(max_steps=3, save_steps=2, save_total_limit=1, save_final_checkpoint=final)
+    train_ddpo(
+        config, copy.deepcopy(model), processor, make_prepared(processor, n=4), tmp_path, progress=False
+    )
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == saved
+    assert (tmp_path / "model.safetensors").is_file()
+
+
 def test_a_finished_run_is_checkpointed_and_extended_like_a_longer_run(tmp_path, tiny_llava):
     """save_steps 500 and 2 steps: checkpoint-2 at the end all the same; resumed with max_steps
     4 it ends with the weights of a 4-step run, and a cosine schedule goes on at the longer
@@ -633,3 +645,25 @@ def test_a_checkpoint_from_before_the_mask_fingerprint_still_resumes(tmp_path, t
             resume_from=tmp_path / "checkpoint-1",
             progress=False,
         )
+
+
+def test_an_in_memory_checkpoint_from_before_the_mask_fingerprint_still_resumes(tmp_path, tiny_llava, caplog):
+    """Data passed without a prepare fingerprint used to be recorded by ``dataset._fingerprint``."""
+    model, processor = tiny_llava
+    dataset, _ = make_prepared(processor, n=4)
+    train_ddpo(
+        fast_config(max_steps=1), copy.deepcopy(model), processor, (dataset, {}), tmp_path, progress=False
+    )
+    marker = tmp_path / "checkpoint-1" / "trainer_state.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "data": dataset._fingerprint}))
+    rebuilt, _ = make_prepared(processor, n=4)  # as a resuming process would load it
+    result = train_ddpo(
+        fast_config(max_steps=2),
+        copy.deepcopy(model),
+        processor,
+        (rebuilt, {}),
+        tmp_path,
+        resume_from="latest",
+        progress=False,
+    )
+    assert result.global_step == 2 and any("predates" in r.getMessage() for r in caplog.records)

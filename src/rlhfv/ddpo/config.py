@@ -112,7 +112,14 @@ class TrainConfig:
 
     # output
     logging_steps: int = _f(1, "log metrics every N optimiser steps")
-    save_steps: int = _f(500, "save a checkpoint every N optimiser steps (and always at the end)")
+    save_steps: int = _f(
+        500, "save a checkpoint every N optimiser steps (and at the end: save_final_checkpoint)"
+    )
+    save_final_checkpoint: bool = _f(
+        True,
+        "also save a checkpoint at the last step, so a finished run can be extended with --resume "
+        "(false: skip that extra save, e.g. of a large fully fine-tuned model)",
+    )
     save_total_limit: int | None = _f(None, "keep only the newest N step checkpoints (null: all)")
     report_to: list[str] = _f(
         ["tensorboard"],
@@ -316,8 +323,10 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
+            # a reader error (e.g. a control character) has no line and column to point at
+            joint = " at " if getattr(err, "problem_mark", None) is not None else ": "
             raise InputError(
-                f"not valid YAML at {yaml_problem(err)}", path=str(path), reason="bad_config"
+                f"not valid YAML{joint}{yaml_problem(err)}", path=str(path), reason="bad_config"
             ) from err
         if not isinstance(loaded, dict):
             raise InputError("expected a mapping of config keys", path=str(path), reason="bad_config")

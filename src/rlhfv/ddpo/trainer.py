@@ -24,10 +24,11 @@ What a run writes to ``output_dir``:
 * ``metrics.jsonl``: one JSON object per logged step (``loss``, ``rewards/*``, ``logps/*``,
   ``lr``, ``grad_norm``, ``tokens_per_second``, ``step``, ``epoch``); also sent to the
   accelerate trackers (TensorBoard under ``output_dir/tb`` by default);
-* ``checkpoint-N/`` every ``save_steps`` and at the last step: the model in Hugging Face
-  format (``save_pretrained``: full weights, or the LoRA adapter) + the processor, loadable
-  by plain transformers / peft, ``training_state/`` (optimizer, scheduler, RNG) for
-  ``resume_from``, and the config, objective and data fingerprint the resume checks;
+* ``checkpoint-N/`` every ``save_steps`` and at the last step (``save_final_checkpoint``):
+  the model in Hugging Face format (``save_pretrained``: full weights, or the LoRA adapter)
+  + the processor, loadable by plain transformers / peft, ``training_state/`` (optimizer,
+  scheduler, RNG) for ``resume_from``, and the config, objective and data fingerprint the
+  resume checks;
 * the final model + processor in ``output_dir`` itself.
 
 Resuming (``resume_from="latest"`` or a checkpoint path) restores model, optimizer,
@@ -116,6 +117,7 @@ RESUME_MAY_CHANGE = frozenset(
         "num_epochs",
         "logging_steps",
         "save_steps",
+        "save_final_checkpoint",
         "save_total_limit",
         "report_to",
         "dataloader_num_workers",
@@ -566,7 +568,12 @@ class Trainer:
         differences = []
         state = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())
         current = self._run_identity()
-        if state.get("data") == data_fingerprint(self.dataset, self.metadata) != current["data"]:
+        legacy = {
+            data_fingerprint(self.dataset, self.metadata),
+            # in-memory data used to be recorded by its datasets fingerprint (else its length)
+            str(getattr(self.dataset, "_fingerprint", None) or len(self.dataset)),
+        }
+        if state.get("data") in legacy and state.get("data") != current["data"]:
             # written before the fingerprint covered the answer spans and masks: ids and images match
             logger.warning(
                 "%s predates the check of changed-token masks; they are assumed unchanged", resume_dir
@@ -805,7 +812,8 @@ class Trainer:
             state = TrainState(step=step, total_steps=total_steps, epoch=epoch, metrics=logged)
             stop = any(bool(cb(state)) for cb in self.callbacks)
         bar.close()
-        if step != saved_step:  # the end is a checkpoint too: a finished run can be resumed to extend it
+        # the end is a checkpoint too (unless turned off): a finished run can be resumed to extend it
+        if step != saved_step and (config.save_final_checkpoint or step % config.save_steps == 0):
             self._save_checkpoint(accelerator, model, step, epoch)
         self._save_model(accelerator, model, self.output_dir)
         accelerator.wait_for_everyone()
