@@ -26,6 +26,7 @@ from rlhfv.annotate.store import image_file, import_generations, store_image
 from rlhfv.cli import main
 from rlhfv.data.io import read_jsonl, read_parquet
 from tests.annotate.conftest import IMAGES, PASSWORD, REPO, cli, make_env, write_generations
+from tests.data.bad_images import BAD_IMAGES
 
 
 def run(argv: list[str], stdin: str = "", monkeypatch: pytest.MonkeyPatch | None = None) -> int:
@@ -198,7 +199,7 @@ def test_bad_json_and_bad_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
     good = json.dumps({"image": str(IMAGES[0]), "question": "q", "answer": "a"})
     (tmp_path / "gen.jsonl").write_text(good + "\n{oops\n")
     assert run(["import", str(tmp_path / "gen.jsonl"), "--home", str(tmp_path / "h")]) == 2
-    assert "row 2: invalid JSON" in capsys.readouterr().err
+    assert "row 2: malformed JSON" in capsys.readouterr().err
     (tmp_path / "gen.csv").write_text("a,b\n")
     assert run(["import", str(tmp_path / "gen.csv"), "--home", str(tmp_path / "h")]) == 2
     assert "expected a .jsonl or .parquet file" in capsys.readouterr().err
@@ -460,10 +461,10 @@ def test_sqlite_is_wal_with_full_sync_and_never_in_memory(tmp_path: Path) -> Non
 
 def test_annotate_imports_only_the_schema_and_writers_from_rlhfv() -> None:
     """The web app stays light: from the rest of rlhfv only the record schema, the data
-    layer's readers/writers and the error type; and no torch at import time."""
+    layer's readers/writers and image decoding, and the error type; and no torch at import time."""
     import ast
 
-    allowed = {"rlhfv.data.schema", "rlhfv.data.io", "rlhfv.errors", "rlhfv.cli"}
+    allowed = {"rlhfv.data.schema", "rlhfv.data.io", "rlhfv.data.images", "rlhfv.errors", "rlhfv.cli"}
     pkg = Path(__file__).parents[2] / "src" / "rlhfv" / "annotate"
     for path in pkg.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -477,3 +478,17 @@ def test_annotate_imports_only_the_schema_and_writers_from_rlhfv() -> None:
     code = "import sys, rlhfv.annotate.app, rlhfv.annotate.commands; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_IMAGES))
+def test_images_pillow_refuses_oddly_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    (tmp_path / "bad.png").write_bytes(BAD_IMAGES[kind](monkeypatch))
+    good = {"image": str(IMAGES[0]), "question": "q", "answer": "a"}
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text(json.dumps(good) + "\n" + json.dumps({**good, "image": "bad.png"}) + "\n")
+    assert run(["import", str(gen), "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"row 2: field image: {tmp_path / 'bad.png'} is not a JPEG/PNG/WebP/GIF image" in err

@@ -146,3 +146,19 @@ def test_a_processor_failing_on_every_input_is_not_blamed_on_the_image():
 
     with pytest.raises(ValueError, match="tokens and images do not match"):
         prompt_ids(Broken(), open_image(_png()), "what is it?", row=1)
+
+
+def test_a_processor_without_an_image_processor_is_not_blamed_on_the_image():
+    processor = build_tiny("llava")[1]
+
+    class NoImageProcessor:  # a setup problem: nothing to check the image with alone
+        image_processor = None
+
+        def __getattr__(self, name):
+            return getattr(processor, name)
+
+        def __call__(self, **kwargs):
+            raise ValueError("no image processor")
+
+    with pytest.raises(ValueError, match="no image processor"):
+        prompt_ids(NoImageProcessor(), open_image(_png()), "what is it?", row=1)

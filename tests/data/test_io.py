@@ -520,3 +520,24 @@ def test_jsonl_format_on_a_parquet_file_names_the_mistake(tmp_path):
     with pytest.raises(InputError, match="is a parquet file, not JSONL") as info:
         list(read_corrections(f, format="jsonl", on_error=lambda e: None))
     assert info.value.path == str(f)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["\n", "\r\n", "\r"])), min_size=1, max_size=8))
+def test_line_endings_never_change_the_rows_read(lines):
+    """Text mode read \\r, \\r\\n and \\n alike; the byte reader must too, and so must the
+    progress bar's count and annotate's import (blank lines: False)."""
+    import tempfile
+
+    from rlhfv.annotate.store import read_generations
+    from rlhfv.data.prepare import count_rows
+
+    row = {"image": str(JPEG), "question": "q", "original": "a cat", "corrected": "a dog"}
+    body = [json.dumps({**row, "id": str(k)}) if real else " " for k, (real, _) in enumerate(lines)]
+    expected = [(k + 1, str(k)) for k, (real, _) in enumerate(lines) if real]
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "a.jsonl"
+        f.write_bytes("".join(text + end for text, (_, end) in zip(body, lines, strict=True)).encode())
+        assert [(n, c.id) for n, c in read_corrections_with_rows(f)] == expected
+        assert count_rows(f, "jsonl") == len(expected)
+        assert [(n, r["id"]) for n, r in read_generations(f)] == expected

@@ -18,6 +18,7 @@ from rlhfv.data.collator import PreferenceCollator
 from rlhfv.data.io import read_jsonl
 from rlhfv.data.prepare import EXAMPLE_PATH, load_prepared
 from rlhfv.tiny import build_tiny
+from tests.data.bad_images import BAD_IMAGES
 
 JPEG = (Path(__file__).parents[2] / ".." / "shared" / "data" / "images" / "000155304.jpg").resolve()
 
@@ -506,3 +507,12 @@ def test_show_and_prepare_with_segment_offsets_that_are_not_ints(tmp_path, capsy
             )
     if ok:
         assert load_prepared(tmp_path / "out")[1]["summary"]["rows_written"] == 1
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_IMAGES))
+def test_images_pillow_refuses_oddly_are_one_line_errors(tmp_path, capsys, monkeypatch, kind):
+    (tmp_path / "bad.png").write_bytes(BAD_IMAGES[kind](monkeypatch))
+    f = _write_jsonl(tmp_path / "in.jsonl", [GOOD, {**GOOD, "image": "bad.png"}])
+    rc, _, err = _run(capsys, "data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava")
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"rlhfv: error: {f}: row 2: field image: {tmp_path / 'bad.png'} is not a JPEG/PNG")

@@ -220,3 +220,25 @@ def test_cli_chair_llm_extract_needs_the_openai_key_up_front(tmp_path, capsys, m
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert main([*args, "--llm-extract", "--cache-dir", str(tmp_path / "cfile")]) == 2
     assert f"--cache-dir {tmp_path / 'cfile'}: is not a directory" in capsys.readouterr().err
+
+
+def test_judge_failures_count_unscored_responses_and_skip_unknown_images(closed_port_url, tmp_path, capsys):
+    """Every judge failure is one response left unscored, counted alike in ``problems`` and
+    the warning; a response with no ground truth is never sent, so cannot fail the run."""
+    responses = tmp_path / "r.jsonl"
+    twice = {"image_id": 296284, "response": "Donuts in a glass case."}
+    unknown = {"image_id": 1, "response": "Donuts on a plate somewhere."}
+    short = {"image_id": 296284, "response": "Donuts."}  # scored without a call
+    args = [
+        "eval", "chair", "--responses", str(responses), "--annotations", str(COCO80), "--json",
+        "--llm-extract", "--base-url", closed_port_url, "--max-retries", "0", "--cache-dir", str(tmp_path / "c"),
+    ]  # fmt: skip
+    responses.write_text("".join(json.dumps(r) + "\n" for r in [twice, twice, twice, unknown, short]))
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    problems = json.loads(captured.out)["problems"]
+    assert problems["endpoint_unreachable"]["count"] == 3 and problems["unknown_image_id"]["count"] == 1
+    assert "rlhfv: warning: 3 responses not scored because the judge endpoint failed" in captured.err
+    responses.write_text("".join(json.dumps(r) + "\n" for r in [unknown, short]))
+    assert main(args) == 0
+    assert set(json.loads(capsys.readouterr().out)["problems"]) == {"unknown_image_id"}

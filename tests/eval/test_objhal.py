@@ -13,6 +13,7 @@ import pytest
 from rlhfv.cli import main
 from rlhfv.eval.generate import generate_answers, generation_settings
 from rlhfv.eval.objhal import run_object_halbench
+from tests.data.bad_images import BAD_IMAGES
 from tests.eval.conftest import COCO80, IMAGES
 
 PROMPTS = ["Describe this image in detail.", "What is in the picture? Describe it.", "Describe the scene."]
@@ -364,3 +365,22 @@ def test_cli_objhal_llm_extract_exits_1_when_the_judge_fails(
     assert json.loads((out / "result.json").read_text())["problems"]["endpoint_unreachable"]["count"] == 1
     assert "1 response not scored because the judge endpoint failed" in captured.err
     assert main([*args, "--allow-partial"]) == 0
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_IMAGES))
+def test_cli_objhal_images_pillow_refuses_oddly_are_one_line_errors(
+    question_file, tmp_path, capsys, monkeypatch, kind
+):
+    rows = [json.loads(line) for line in question_file.read_text().splitlines()]
+    (tmp_path / "bad.png").write_bytes(BAD_IMAGES[kind](monkeypatch))
+    rows[1]["image"] = "bad.png"
+    question_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "objhal", "--questions", str(question_file), "--annotations", str(COCO80)]
+    args += ["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"rlhfv: error: {question_file}: field image: 1 of {len(rows)} images not found or unreadable, "
+        f"e.g. row 2: image file {tmp_path / 'bad.png'} cannot be decoded"
+    )

@@ -101,9 +101,23 @@ def test_splits_share_images_and_positives_and_differ_in_negatives():
             for c in absent
         }
         assert no["adversarial"] == sorted(absent, key=lambda c: (-together[c], c))[:3]
-    # the random negatives still depend on the seed, and only they
-    other = build_pope_questions(annotations, "random", n_images=12, per_image=3, seed=8)
-    assert [q.image_id for q in other[::6]] != images["random"]
+
+    # of the negatives, only the random ones depend on the seed: on the images a seed-8
+    # build shares with this one, they change; the popular and adversarial ones do not
+    def negatives(split_qs):
+        no = {}
+        for q in split_qs:
+            if q.label == "no":
+                no.setdefault(q.image_id, []).append(q.object)
+        return no
+
+    for split in SPLITS:
+        now = negatives(qs[split])
+        other = negatives(build_pope_questions(annotations, split, n_images=12, per_image=3, seed=8))
+        shared = sorted(now.keys() & other.keys())
+        assert shared
+        same = [sorted(now[i]) == sorted(other[i]) for i in shared]
+        assert not all(same) if split == "random" else all(same), split
 
 
 def test_cli_build_refuses_malformed_coco_instances(tmp_path, capsys):
@@ -136,38 +150,64 @@ def test_cli_build_refuses_malformed_coco_instances(tmp_path, capsys):
         assert err.startswith(f"rlhfv: error: {annotations}: field {field}: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Yes", "yes"),
-        ("yes, there is a dog in the image.", "yes"),
-        ("Yes. No other animals.", "yes"),
-        ("No", "no"),
-        ("No, there is no cat.", "no"),
-        ("There is no cat in the image.", "no"),
-        ("There isn't a cat.", "no"),
-        ("The image does not contain a cat.", "no"),
-        ("There is a cat on the sofa.", "yes"),
-        ("I can see a cat on the sofa.", "yes"),
-        ("A cat.", None),
-        ("", None),
-        # as the reference parser labels them
-        ("There's a dog in the image.", "yes"),
-        ("There are two dogs.", "yes"),
-        ("There\u2019s a dog.", "yes"),
-        ("There is a cat, not a dog.", "no"),
-        ("There isn\u2019t a dog.", "no"),
-        ("There aren\u2019t any dogs.", "no"),
-        ("I cannot see a dog.", "no"),
-        ("I can't see a dog.", "no"),
-        ("I don\u2019t see a dog.", "no"),
-        ("**No**, there's no dog.", "no"),
-        ("Yes, there's a dog. There is no cat.", "yes"),  # judged on the first sentence
-        ("The image shows a dog.", None),
-    ],
-)
+def _llava_eval_pope(text: str) -> str:
+    """LLaVA's eval_pope.py: the text before the first ".", commas removed, split at spaces;
+    "no" if a token is exactly No, not or no, otherwise "yes" (an answer saying neither too)."""
+    words = text.split(".")[0].replace(",", "").split(" ")
+    return "no" if {"No", "not", "no"} & set(words) else "yes"
+
+
+# rlhfv's parser gives what LLaVA's does here...
+AGREES = [
+    ("Yes", "yes"),
+    ("yes, there is a dog in the image.", "yes"),
+    ("Yes. No other animals.", "yes"),
+    ("No", "no"),
+    ("No, there is no cat.", "no"),
+    ("There is no cat in the image.", "no"),
+    ("The image does not contain a cat.", "no"),
+    ("There is a cat on the sofa.", "yes"),
+    ("I can see a cat on the sofa.", "yes"),
+    ("There's a dog in the image.", "yes"),
+    ("There are two dogs.", "yes"),
+    ("There\u2019s a dog.", "yes"),
+    ("There is a cat, not a dog.", "no"),
+    ("Yes, there's a dog. There is no cat.", "yes"),  # judged on the first sentence
+    ("**No**, there's no dog.", "no"),
+]
+# ...and deliberately not here: contractions, "cannot" and other negative words mean no
+# (LLaVA: yes), a leading yes/no word wins over a later one, case and ! ? end nothing
+# differently, and an answer saying neither is left out (None) rather than counted as yes
+DIFFERS = [
+    ("There isn't a cat.", "no"),
+    ("There isn\u2019t a dog.", "no"),
+    ("There aren\u2019t any dogs.", "no"),
+    ("I cannot see a dog.", "no"),
+    ("I can't see a dog.", "no"),
+    ("I don\u2019t see a dog.", "no"),
+    ("Nope.", "no"),
+    ("NO", "no"),
+    ("No!", "no"),
+    ("Yes, but not clearly.", "yes"),
+    ("A cat.", None),
+    ("", None),
+    ("The image shows a dog.", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), AGREES + DIFFERS)
 def test_parse_yes_no(text, expected):
     assert parse_yes_no(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), AGREES)
+def test_parse_yes_no_agrees_with_llava_eval_pope(text, expected):
+    assert _llava_eval_pope(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), DIFFERS)
+def test_parse_yes_no_differs_from_llava_eval_pope_on_purpose(text, expected):
+    assert _llava_eval_pope(text) != expected
 
 
 _ANSWER_WORDS = [

@@ -8,9 +8,7 @@ store, so no request can reach another file.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,28 +31,18 @@ MAX_TEXT_CHARS = 20_000
 def store_image(store: Path, data: bytes, *, image: str | Path | None = None) -> str:
     """Validate ``data`` as an image and copy it into ``store``; its store name
     (``image``: the file the bytes came from, named in the error)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from rlhfv.data.io import unreadable_image_message
+    from rlhfv.data.images import UNREADABLE_IMAGE, decode_image, unreadable_image_message
 
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
-    unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        # every pixel, as the annotator's browser and `rlhfv data prepare` will decode them
+        with decode_image(data) as im:
             fmt = im.format
-            im.verify()
-    except unreadable as err:
+    except UNREADABLE_IMAGE as err:
         raise ValueError(unreadable_image_message(err, image)) from err
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"image format {fmt} is not one of {', '.join(IMAGE_FORMATS)}")
-    try:
-        # verify() reads no pixel data, so a JPEG cut short passes it; decode the whole
-        # image, as the annotator's browser and `rlhfv data prepare` will
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-    except unreadable as err:
-        raise ValueError(unreadable_image_message(err, image)) from err
     name = f"{hashlib.sha256(data).hexdigest()}.{IMAGE_FORMATS[fmt]}"
     store.mkdir(parents=True, exist_ok=True)
     target = store / name
@@ -91,11 +79,13 @@ def _image_bytes(value: Any, base: Path, where: dict) -> tuple[bytes, Path | Non
     if not isinstance(value, str) or not value:
         raise InputError("image must be a path or image bytes", field="image", reason="bad_image", **where)
     if value.startswith("data:"):  # JSONL has no bytes: embedded images come as data URIs, as in rlhfv data
+        from rlhfv.data.images import base64_image
+
         try:
-            return base64.b64decode(value.partition(",")[2], validate=True), None
-        except ValueError:  # binascii.Error is a ValueError
+            return base64_image(value), None
+        except ValueError as err:
             raise InputError(
-                "invalid base64 in the data URI", field="image", reason="bad_image", **where
+                f"invalid base64 in the data URI ({err})", field="image", reason="bad_image", **where
             ) from None
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base / path
@@ -120,28 +110,14 @@ def read_generations(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise InputError("no such file", path=str(path), reason="missing_file")
     if suffix in (".jsonl", ".json"):
+        from rlhfv.data.io import json_line, jsonl_lines
+
         with open(path, "rb") as f:
-            for row_no, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise InputError(
-                        f"not UTF-8 text ({err.reason} at byte {err.start})",
-                        path=str(path),
-                        row=row_no,
-                        reason="bad_encoding",
-                    ) from err
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(
-                        f"invalid JSON ({err.msg})", path=str(path), row=row_no, reason="bad_json"
-                    ) from err
+            for row_no, line in jsonl_lines(f):
+                row = json_line(line, str(path), row_no)
                 if not isinstance(row, dict):
                     raise InputError(
-                        "a row must be a JSON object", path=str(path), row=row_no, reason="bad_json"
+                        "a row must be a JSON object", path=str(path), row=row_no, reason="malformed_json"
                     )
                 yield row_no, row
     elif suffix == ".parquet":

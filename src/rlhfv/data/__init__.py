@@ -3,6 +3,7 @@
 * ``schema``: :class:`Correction`, :class:`ChangedSegment` (the one record type);
 * ``io``: streaming readers/writers (JSONL, parquet, RLHF-V / RLAIF-V layouts),
   exports to ``datasets`` and TRL's preference format;
+* ``images``: image decoding for every command (unreadable-image errors, base64 / data URIs);
 * ``diff``: :func:`changed_segments`, the word-level diff of original vs corrected;
 * ``weights``: changed-token masks (paper and reference alignment), DDPO token weights;
 * ``encode``: one record -> token ids with expanded image placeholders + masks;

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from rlhfv.data.diff import changed_segments
-from rlhfv.data.io import unreadable_image_message
 from rlhfv.data.schema import ChangedSegment, Correction
 from rlhfv.data.weights import ALIGNMENTS, CHANGE_KINDS, changed_token_mask, reference_changed_masks
 from rlhfv.errors import InputError
@@ -47,6 +46,8 @@ def unreadable_image(
     err: Exception, *, image: str | None = None, path: str | None = None, row: int | None = None
 ) -> InputError:
     """The error for image bytes Pillow cannot decode (:func:`unreadable_image_message`)."""
+    from rlhfv.data.images import unreadable_image_message
+
     return InputError(
         unreadable_image_message(err, image),
         path=path,
@@ -59,14 +60,11 @@ def unreadable_image(
 def open_image(data: bytes, *, path: str | None = None, row: int | None = None, image: str | None = None):
     """Decode image bytes to an RGB ``PIL.Image``; undecodable bytes are an :class:`InputError`
     (``image``: the file they came from, for the message)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    from rlhfv.data.images import UNREADABLE_IMAGE, decode_image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return decode_image(data).convert("RGB")
+    except UNREADABLE_IMAGE as err:
         raise unreadable_image(err, image=image, path=path, row=row) from None
 
 
@@ -216,7 +214,7 @@ def _refuses_image(processor, image) -> bool:
     """Whether the processor's image processor alone raises ``ValueError`` on ``image``."""
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is None:
-        return True
+        return False  # nothing to blame the image on: the processor itself fails
     try:
         image_processor(images=[image])
     except ValueError:
@@ -227,23 +225,12 @@ def _refuses_image(processor, image) -> bool:
 def image_size(
     data: bytes, *, path: str | None = None, row: int | None = None, image: str | None = None
 ) -> tuple[int, int]:
-    """``(width, height)`` of encoded image bytes, after checking they decode.
-
-    JPEGs are decoded at 1/8 scale (``draft``): a truncated or corrupt file still fails,
-    at a fraction of the cost of a full decode.
-    """
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    """``(width, height)`` of encoded image bytes, after checking they decode (JPEGs at 1/8 scale)."""
+    from rlhfv.data.images import UNREADABLE_IMAGE, decoded_size
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            size = im.size
-            if im.format == "JPEG":
-                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            im.load()
-            return size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        return decoded_size(data)
+    except UNREADABLE_IMAGE as err:
         raise unreadable_image(err, image=image, path=path, row=row) from None
 
 

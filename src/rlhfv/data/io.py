@@ -32,14 +32,13 @@ always raises.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rlhfv.data.schema import ChangedSegment, Correction
 from rlhfv.errors import InputError
@@ -125,19 +124,6 @@ def _emit(make: Callable[[], Correction], on_error: OnError, path: str, row: int
 # ---- images ----------------------------------------------------------------------------
 
 
-def unreadable_image_message(err: Exception, image: str | Path | None = None) -> str:
-    """What to say about image bytes Pillow cannot decode, naming the image file when there is one.
-
-    Pillow's own message names a ``BytesIO`` object, so it is only kept as a detail for a
-    recognised but damaged image ("image file is truncated ...").
-    """
-    from PIL import UnidentifiedImageError
-
-    what = f"{image} is not" if image else "not"
-    detail = "" if isinstance(err, UnidentifiedImageError) or "<_io." in str(err) else f": {err}"
-    return f"{what} a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})"
-
-
 def image_extension(data: bytes) -> str:
     """File extension for encoded image bytes, from their magic number."""
     if data[:3] == b"\xff\xd8\xff":
@@ -160,12 +146,13 @@ def _decode_b64(text: Any, *, path: str, row: int, field: str) -> bytes:
             field=field,
             reason="not_a_string",
         )
-    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    from rlhfv.data.images import base64_image
+
     try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
+        return base64_image(text)
+    except ValueError as err:
         raise InputError(
-            "invalid base64 image", path=path, row=row, field=field, reason="unreadable_image"
+            f"invalid base64 image ({err})", path=path, row=row, field=field, reason="unreadable_image"
         ) from None
 
 
@@ -249,13 +236,13 @@ def read_jsonl(path: str | os.PathLike, *, on_error: OnError = None) -> Iterator
     return (c for _, c in _jsonl_rows(path, on_error))
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def is_json_array(path: str | os.PathLike) -> bool:
     """Whether a JSON(L) file holds one top-level JSON array (LLaVA-style ``.json``) rather than lines."""
     with _open_binary(Path(path)) as f:
         return f.read(4096).removeprefix(_BOM).lstrip().startswith(b"[")
-
-
-_BOM = b"\xef\xbb\xbf"
 
 
 def _jsonl_rows(path: str | os.PathLike, on_error: OnError) -> Iterator[tuple[int, Correction]]:
@@ -274,11 +261,22 @@ def _jsonl_rows(path: str | os.PathLike, on_error: OnError) -> Iterator[tuple[in
                 reason="unknown_format",
             )
         f.seek(0)
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in jsonl_lines(f):
+            c = _emit(partial(_json_line, line, base, name, lineno), on_error, name, lineno)
+            if c is not None:
+                yield lineno, c
+
+
+def jsonl_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a binary JSONL file with their line numbers, lines ending in
+    ``\n``, ``\r\n`` or ``\r`` as text mode reads them. Bytes, for :func:`json_line` to
+    decode one by one: a line that is not UTF-8 is one bad row, not a dead file."""
+    lineno = 0
+    for chunk in f:  # split at \n only, so a \r\n pair never spans two chunks
+        for line in chunk.splitlines():  # bytes split at \r\n, \n and \r alone
+            lineno += 1
             if line.strip():
-                c = _emit(partial(_json_line, line, base, name, lineno), on_error, name, lineno)
-                if c is not None:
-                    yield lineno, c
+                yield lineno, line
 
 
 def _json_array_rows(
@@ -318,14 +316,19 @@ def _decode(data: bytes, name: str, row: int | None) -> str:
         ) from None
 
 
-def _json_line(line: bytes, base: Path, name: str, lineno: int) -> Correction:
+def json_line(line: bytes, name: str, lineno: int) -> Any:
+    """The JSON value of one line from :func:`jsonl_lines`; InputError if it is not UTF-8
+    (reason ``not_utf8``) or not JSON (``malformed_json``)."""
     try:
-        obj = json.loads(_decode(line, name, lineno))
+        return json.loads(_decode(line, name, lineno))
     except json.JSONDecodeError as err:
         raise InputError(
             f"malformed JSON ({err.msg})", path=name, row=lineno, reason="malformed_json"
         ) from None
-    return _from_json_object(obj, base, path=name, row=lineno)
+
+
+def _json_line(line: bytes, base: Path, name: str, lineno: int) -> Correction:
+    return _from_json_object(json_line(line, name, lineno), base, path=name, row=lineno)
 
 
 def _open_binary(path: Path):

@@ -30,7 +30,7 @@ from rlhfv.data.encode import (
     no_offsets_error,
     processor_label,
 )
-from rlhfv.data.io import is_json_array, read_corrections_with_rows, sniff_format
+from rlhfv.data.io import is_json_array, jsonl_lines, read_corrections_with_rows, sniff_format
 from rlhfv.data.weights import ALIGNMENTS, CHANGE_KINDS
 from rlhfv.errors import InputError
 
@@ -115,7 +115,7 @@ def count_rows(path: Path, fmt: str) -> int | None:
             if is_json_array(path):
                 return None  # rows are array elements, not lines
             with path.open("rb") as f:
-                return sum(1 for line in f if line.strip())
+                return sum(1 for _ in jsonl_lines(f))
         import pyarrow.parquet as pq
 
         files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]

@@ -10,8 +10,6 @@ and the text, prompts are left-padded, and only the newly generated tokens are d
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,22 +47,19 @@ def _shown(text: str) -> str:
 
 
 def _decode(source: Any, base_dir: str | Path | None = None):
-    """A fully decoded PIL image from a PIL image, raw bytes, a path or a base64 string
-    (a ``Path`` is only ever a path).
-
-    ``Image.open`` reads only the header; ``load()`` decodes every pixel, so a truncated
+    """A fully decoded PIL image (:func:`rlhfv.data.images.decode_image`) from a PIL image,
+    raw bytes, a path or a base64 string (a ``Path`` is only ever a path), so a corrupt
     file fails here with its name rather than in the middle of generation."""
     from PIL import Image, UnidentifiedImageError
 
+    from rlhfv.data.images import UNREADABLE_IMAGE, base64_image, decode_image
+
     if isinstance(source, Image.Image):
         return source
-    errors = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
     if isinstance(source, (bytes, bytearray)):
         try:
-            im = Image.open(io.BytesIO(source))
-            im.load()
-            return im
-        except errors as err:
+            return decode_image(bytes(source))
+        except UNREADABLE_IMAGE as err:
             raise InputError(f"image bytes cannot be decoded ({err})", reason="bad_image") from err
     text = str(source)
     if isinstance(source, Path) and not is_image_file(text, base_dir):  # a path, never base64
@@ -72,15 +67,11 @@ def _decode(source: Any, base_dir: str | Path | None = None):
     if is_image_file(text, base_dir):
         path = Path(base_dir, text) if base_dir is not None else Path(text)
         try:
-            with open(path, "rb") as f:
-                im = Image.open(f)
-                im.load()
-            return im
-        except errors as err:
+            return decode_image(path.read_bytes())
+        except UNREADABLE_IMAGE as err:
             raise InputError(f"image file {path} cannot be decoded ({err})", reason="bad_image") from err
-    data = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = base64_image(text)
     except ValueError as err:
         if len(text) < 1024 and Path(text).suffix:  # reads as a file name, and is none
             path = Path(base_dir, text) if base_dir is not None else Path(text)
@@ -90,18 +81,15 @@ def _decode(source: Any, base_dir: str | Path | None = None):
             reason="bad_image",
         ) from err
     try:
-        im = Image.open(io.BytesIO(raw))
-    except errors as err:
+        return decode_image(raw)
+    except UnidentifiedImageError as err:  # valid base64, but of no image format
         raise InputError(
             f"neither an existing file nor base64 image data: {_shown(text)}", reason="bad_image"
         ) from err
-    try:
-        im.load()
-    except errors as err:
+    except UNREADABLE_IMAGE as err:
         raise InputError(
             f"base64 image {_shown(text)} cannot be decoded ({err})", reason="bad_image"
         ) from err
-    return im
 
 
 def load_image(source: Any, *, base_dir: str | Path | None = None):

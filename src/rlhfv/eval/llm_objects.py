@@ -8,6 +8,7 @@ a call. Replies are cached by :class:`rlhfv.eval.judge.ChatClient`, so a rerun i
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from tqdm import tqdm
@@ -58,33 +59,35 @@ def llm_mentions(
     *,
     progress: bool = False,
 ) -> dict[str, list[str] | None]:
-    """Response text -> classes the LLM lists (None where extraction failed; counted).
+    """Response text -> classes the LLM lists (None where extraction failed).
 
-    Once the endpoint is unreachable the remaining responses are counted as
+    Each distinct text is asked once, but a failure is counted in ``problems`` once per
+    response holding it, as ``score_chair`` counts the responses it leaves unscored. Once
+    the endpoint is unreachable the remaining responses are counted as
     ``endpoint_unreachable`` without further calls; what was answered is cached.
     """
     out: dict[str, list[str] | None] = {}
     unreachable: str | None = None
-    for text in tqdm(
-        dict.fromkeys(r for r in responses if isinstance(r, str)), desc="extract", disable=not progress
-    ):
+    counts = Counter(r for r in responses if isinstance(r, str))
+    for text in tqdm(counts, desc="extract", disable=not progress):
         if len(text.split()) <= 3:
             out[text] = []
             continue
+        failure = None
         if unreachable is not None:
-            problems.add("endpoint_unreachable", unreachable)
-            out[text] = None
-            continue
-        messages = [{"role": "user", "content": EXTRACTION_PROMPT.format(response=text)}]
-        try:
-            reply = client.complete(messages, temperature=TEMPERATURE, max_tokens=512)
-        except EndpointUnreachable as err:
-            unreachable = str(err)
-            problems.add(err.kind, unreachable)
-            out[text] = None
-            continue
-        except EndpointError as err:
-            problems.add(err.kind, str(err))
+            failure = ("endpoint_unreachable", unreachable)
+        else:
+            messages = [{"role": "user", "content": EXTRACTION_PROMPT.format(response=text)}]
+            try:
+                reply = client.complete(messages, temperature=TEMPERATURE, max_tokens=512)
+            except EndpointUnreachable as err:
+                unreachable = str(err)
+                failure = (err.kind, unreachable)
+            except EndpointError as err:
+                failure = (err.kind, str(err))
+        if failure is not None:
+            for _ in range(counts[text]):
+                problems.add(*failure)
             out[text] = None
             continue
         out[text] = [cls for phrase in parse_object_list(reply) for cls in extractor.objects(phrase)]

@@ -138,7 +138,10 @@ def run_chair(
     if client is not None:
         from rlhfv.eval.llm_objects import llm_mentions
 
-        found = llm_mentions([r for _, r in pairs], client, extractor, problems, progress=progress)
+        # only what score_chair can score: a judge failure then always leaves a response
+        # unscored (exit status 1), never one skipped anyway as unknown_image_id
+        scorable = [r for i, r in pairs if ground_truth.get(normalize_image_id(i)) is not None]
+        found = llm_mentions(scorable, client, extractor, problems, progress=progress)
         mentions = found.__getitem__
     result = score_chair(
         pairs,

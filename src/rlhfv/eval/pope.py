@@ -252,8 +252,8 @@ def parse_yes_no(text: str) -> str | None:
     """ "yes", "no" or None from a free-form answer, judged on its first sentence.
 
     A leading yes/no word decides; otherwise any negation ("not", "no", "isn't", "cannot"
-    ...) means "no", as in the reference POPE parser; otherwise "there is/there's/I see"
-    means "yes".
+    ...) means "no"; otherwise "there is/there's/I see" means "yes". Where this differs from
+    LLaVA's eval_pope.py (which reads only No/not/no as negative): docs/evaluation.md.
 
     >>> [parse_yes_no(t) for t in ("Yes, there is.", "No.", "There isn’t a dog.", "There's a dog.", "A dog?")]
     ['yes', 'no', 'no', 'yes', None]
