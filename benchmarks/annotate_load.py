@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import socket
@@ -46,6 +47,8 @@ REPLACEMENTS = ["black", "one", "four", "bird", "table", "left", "standing", "wh
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile: the smallest value with at least q% of values at or below it."""
     ordered = sorted(values)
+    if not ordered:  # nothing was measured (e.g. no submit got through): undefined, not an error
+        return math.nan
     rank = max(1, -(-len(ordered) * q // 100))  # ceil(n q / 100)
     return ordered[int(rank) - 1]
 
@@ -143,12 +146,25 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--submissions", type=int, default=2000)
-    p.add_argument("--db", default=None, help="SQLAlchemy URL [a fresh SQLite file]")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="SQLAlchemy URL of a throwaway database: its annotation tables are DROPPED first "
+        "(needs --drop-tables) [a fresh SQLite file]",
+    )
+    p.add_argument("--drop-tables", action="store_true", help="allow dropping the tables of --db")
     p.add_argument("--retry-share", type=float, default=0.05, help="share of submits sent twice")
     p.add_argument("--time-limit", type=float, default=600, help="seconds for the load phase")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
+    if args.db and not args.drop_tables:
+        p.error(
+            "--db: the benchmark drops that database's annotation tables; add --drop-tables if it is a throwaway one"
+        )
+    for name in ("clients", "submissions"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
 
     # setup only: accounts hashed at a low argon2 cost so 50 logins do not dominate (not measured)
     security._hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
@@ -189,7 +205,15 @@ def main() -> int:
                 )
 
             t0 = time.perf_counter()
-            asyncio.run(asyncio.wait_for(all_clients(), args.time_limit))
+            try:
+                asyncio.run(asyncio.wait_for(all_clients(), args.time_limit))
+            except asyncio.TimeoutError:  # (the builtin TimeoutError from 3.11 on)
+                print(
+                    f"FAILED: the load phase ran past --time-limit {args.time_limit:g} s "
+                    f"({len(run.acked)} of {args.submissions} submissions acknowledged)",
+                    file=sys.stderr,
+                )
+                return 1
             wall = time.perf_counter() - t0
         finally:
             proc.terminate()

@@ -39,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000)
     args = parser.parse_args()
+    if args.n < 1:
+        parser.error("--n must be at least 1")
     extractor = coco_extractor()
     ground_truth = load_ground_truth([DATA], extractor)
     responses = make_responses(args.n)

@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="feedback seed (the demo trains on seed 0)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    # before the minutes of collecting corrections: a mistyped folder is a one-line usage error
+    missing = [p for p in args.policies if not (Path(p) / "config.json").is_file()]
+    if missing:
+        parser.error(f"not a saved model directory (no config.json): {', '.join(missing)}")
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
 
     import torch
 
