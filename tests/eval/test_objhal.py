@@ -227,7 +227,8 @@ def test_small_base64_images_are_data_not_file_names(tmp_path):
 
     from PIL import Image
 
-    from rlhfv.eval.generate import is_image_file, load_image
+    from rlhfv.data.images import is_image_file
+    from rlhfv.eval.generate import load_image
     from rlhfv.eval.objhal import check_question_images, load_questions
 
     buf = io.BytesIO()

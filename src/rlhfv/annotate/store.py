@@ -87,13 +87,11 @@ def _image_bytes(value: Any, base: Path, where: dict) -> tuple[bytes, Path | Non
             raise InputError(
                 f"invalid base64 in the data URI ({err})", field="image", reason="bad_image", **where
             ) from None
+    from rlhfv.data.images import is_image_file
+
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base / path
-    try:
-        found = path.is_file()
-    except OSError:  # a name too long for a path: most likely bare base64
-        found = False
-    if not found:
+    if not is_image_file(str(path)):  # also False for bare base64, which no file name can hold
         if len(value) > 255:  # no file name is this long; don't echo the whole value
             message = "image is neither a file path nor a data:image/...;base64,... URI"
         else:

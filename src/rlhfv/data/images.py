@@ -50,6 +50,17 @@ def unreadable_image_message(err: Exception, image: str | Path | None = None) ->
     return f"{what} a JPEG/PNG/WebP/GIF image (or a corrupt one{detail})"
 
 
+def is_image_file(text: str, base_dir: str | Path | None = None) -> bool:
+    """Whether ``text`` names an existing file (relative to ``base_dir``); False for base64 data,
+    whose length or characters make it no valid file name (the OS refuses names over 255 bytes)."""
+    if len(text) >= 1024:
+        return False
+    try:
+        return Path(base_dir, text).is_file() if base_dir is not None else Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def base64_image(text: str) -> bytes:
     """The bytes of a ``data:image/...;base64,...`` URI or of bare base64 text.
     Raises ``ValueError`` (``binascii.Error`` is one) for anything else."""

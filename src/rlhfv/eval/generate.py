@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlhfv.data.images import is_image_file
 from rlhfv.errors import InputError
 
 # Decoding settings by name; "reference" is the RLHF-V Object HalBench setting.
@@ -28,17 +29,6 @@ def generation_settings(preset: str = "reference", **overrides: Any) -> dict[str
     if preset not in PRESETS:
         raise InputError(f"unknown generation preset {preset!r}; choose from {sorted(PRESETS)}")
     return {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-
-
-def is_image_file(text: str, base_dir: str | Path | None = None) -> bool:
-    """Whether ``text`` names an existing file (relative to ``base_dir``); False for base64 data,
-    whose length or characters make it no valid file name (the OS refuses names over 255 bytes)."""
-    if len(text) >= 1024:
-        return False
-    try:
-        return Path(base_dir, text).is_file() if base_dir is not None else Path(text).is_file()
-    except (OSError, ValueError):
-        return False
 
 
 def _shown(text: str) -> str:
@@ -62,19 +52,18 @@ def _decode(source: Any, base_dir: str | Path | None = None):
         except UNREADABLE_IMAGE as err:
             raise InputError(f"image bytes cannot be decoded ({err})", reason="bad_image") from err
     text = str(source)
-    if isinstance(source, Path) and not is_image_file(text, base_dir):  # a path, never base64
-        raise InputError(f"image file not found: {Path(base_dir or '', source)}", reason="missing_image")
+    path = Path(base_dir, text) if base_dir is not None else Path(text)
     if is_image_file(text, base_dir):
-        path = Path(base_dir, text) if base_dir is not None else Path(text)
         try:
             return decode_image(path.read_bytes())
         except UNREADABLE_IMAGE as err:
             raise InputError(f"image file {path} cannot be decoded ({err})", reason="bad_image") from err
+    if isinstance(source, Path):  # a path, never base64
+        raise InputError(f"image file not found: {path}", reason="missing_image")
     try:
         raw = base64_image(text)
     except ValueError as err:
         if len(text) < 1024 and Path(text).suffix:  # reads as a file name, and is none
-            path = Path(base_dir, text) if base_dir is not None else Path(text)
             raise InputError(f"image file not found: {path}", reason="missing_image") from err
         raise InputError(
             f"neither an existing file nor base64 image data: {_shown(text)} (invalid base64: {err})",

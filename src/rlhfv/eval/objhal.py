@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhfv.data.images import is_image_file
 from rlhfv.errors import InputError
 from rlhfv.eval.chair import (
     ChairRecord,
@@ -29,7 +30,7 @@ from rlhfv.eval.chair import (
     normalize_image_id,
     score_chair,
 )
-from rlhfv.eval.generate import check_images, is_image_file
+from rlhfv.eval.generate import check_images
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.objects import ObjectExtractor, coco_extractor
 from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines, read_records
