@@ -36,9 +36,10 @@ scheduler and RNG states, and the data position follows from the step (see
 ``rlhfv.ddpo.batches``), so an interrupted and resumed run ends with the weights of an
 uninterrupted one; a finished run resumed with a larger ``max_steps`` goes on under the
 schedule of the new length. ``trainer_state.json`` is written last and marks a complete
-checkpoint: ``"latest"`` skips (with a warning) one a killed run left half-written. An ``output_dir``
-holding an earlier run is refused unless resuming it or ``overwrite=True``. A NaN or infinite loss stops the run with an ``InputError`` naming
-the step and the last good checkpoint (nothing is overwritten).
+checkpoint: ``"latest"`` skips (with a warning) one a killed run left half-written. An
+``output_dir`` holding an earlier run is refused unless resuming it or ``overwrite=True``.
+A NaN or infinite loss stops the run with an ``InputError`` naming the step and the last
+good checkpoint (nothing is overwritten).
 
 Runs as one process, or under ``accelerate launch`` / ``torchrun`` (DDP, FSDP, DeepSpeed:
 ``configs/accelerate/``): N processes with per-device batch b see the same global batches
