@@ -402,6 +402,18 @@ def _check_device(args: argparse.Namespace) -> None:
     check_device(args.device)
 
 
+def _model_answering(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments every ``answer_*`` function takes to answer with ``--model``."""
+    return dict(
+        model=args.model,
+        image_dir=args.image_dir,
+        generation=_gen_kwargs(args),
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+    )
+
+
 def _gen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from rlhfv.eval.generate import generation_settings
 
@@ -487,16 +499,7 @@ def _pope_score(args: argparse.Namespace) -> int:
         given = read_answers(args.answers)
         answers, problems, where = given.answers, given.problems, given.rows.get
     else:
-        answers = answer_pope(
-            questions,
-            args.model,
-            args.image_dir,
-            _gen_kwargs(args),
-            args.batch_size,
-            args.device,
-            args.dtype,
-            questions_path=args.questions,
-        )
+        answers = answer_pope(questions, **_model_answering(args), questions_path=args.questions)
         problems, where = None, None
     result = score_pope(questions, answers, problems=problems, where=where)
     _print(result.summary(), args.json, problem_lines(result.problems))
@@ -516,16 +519,7 @@ def _amber(args: argparse.Namespace) -> int:
         answers = read_amber_answers(args.answers)
     else:
         queries = read_amber_queries(args.queries)
-        answers = answer_amber(
-            queries,
-            args.model,
-            args.image_dir,
-            _gen_kwargs(args),
-            args.batch_size,
-            args.device,
-            args.dtype,
-            queries_path=args.queries,
-        )
+        answers = answer_amber(queries, **_model_answering(args), queries_path=args.queries)
         if args.save_answers:
             with open(args.save_answers, "w", encoding="utf-8") as f:
                 json.dump([{"id": i, "response": r} for i, r in answers], f, indent=1)
@@ -547,16 +541,7 @@ def _mmhal(args: argparse.Namespace) -> int:
     if args.answers:
         answers = read_mmhal_answers(args.answers, len(questions))
     elif args.model:
-        answers = answer_mmhal(
-            questions,
-            args.model,
-            args.image_dir,
-            _gen_kwargs(args),
-            args.batch_size,
-            args.device,
-            args.dtype,
-            questions_path=args.questions,
-        )
+        answers = answer_mmhal(questions, **_model_answering(args), questions_path=args.questions)
     else:
         answers = [q.model_answer for q in questions]
     with _client(args) as client:
