@@ -1,6 +1,8 @@
 """The benchmark scripts start, explain themselves, and refuse bad arguments in one line
 before any work (they run for minutes, so a typo must not cost that)."""
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +43,6 @@ def test_bad_arguments_are_one_line_usage_errors(script, args, message):
 def test_train_step_json_has_the_promised_shape():
     """The smallest real run of the three variants: the JSON the issue specifies, one
     progress line per variant, and FLOP counts that show the shared prefix doing less work."""
-    import json
-
     done = run(
         "train_step.py", "--pairs", "1", "--steps", "1", "--answer-words", "8", "--threads", "1", "--json"
     )
@@ -65,8 +65,6 @@ def test_train_step_json_has_the_promised_shape():
 
 
 def test_train_step_table_shows_a_missing_flop_count():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("train_step", BENCHMARKS / "train_step.py")
     train_step = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_step)

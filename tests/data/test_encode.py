@@ -134,31 +134,27 @@ def test_an_image_the_processor_refuses_is_a_bad_image_row(cached):
     assert "aspect ratio" in str(err)
 
 
-def test_a_processor_failing_on_every_input_is_not_blamed_on_the_image():
+@pytest.mark.parametrize(
+    ("has_image_processor", "message"),
+    [
+        # the image processor is fine, the processor as a whole is not
+        (True, "tokens and images do not match"),
+        # a setup problem: nothing to check the image with alone
+        (False, "no image processor"),
+    ],
+)
+def test_a_processor_failure_is_not_blamed_on_the_image(has_image_processor, message):
     processor = build_tiny("llava")[1]
 
-    class Broken:  # the image processor is fine, the processor as a whole is not
+    class Failing:
+        if not has_image_processor:
+            image_processor = None
+
         def __getattr__(self, name):
             return getattr(processor, name)
 
         def __call__(self, **kwargs):
-            raise ValueError("tokens and images do not match")
+            raise ValueError(message)
 
-    with pytest.raises(ValueError, match="tokens and images do not match"):
-        prompt_ids(Broken(), open_image(_png()), "what is it?", row=1)
-
-
-def test_a_processor_without_an_image_processor_is_not_blamed_on_the_image():
-    processor = build_tiny("llava")[1]
-
-    class NoImageProcessor:  # a setup problem: nothing to check the image with alone
-        image_processor = None
-
-        def __getattr__(self, name):
-            return getattr(processor, name)
-
-        def __call__(self, **kwargs):
-            raise ValueError("no image processor")
-
-    with pytest.raises(ValueError, match="no image processor"):
-        prompt_ids(NoImageProcessor(), open_image(_png()), "what is it?", row=1)
+    with pytest.raises(ValueError, match=message):
+        prompt_ids(Failing(), open_image(_png()), "what is it?", row=1)

@@ -39,6 +39,14 @@ METRIC_KEYS = {
 }
 
 
+def assert_same_weights(got: torch.nn.Module, expected: torch.nn.Module) -> None:
+    """Bit-identical parameters and buffers, named on failure."""
+    have, want = got.state_dict(), expected.state_dict()
+    assert have.keys() == want.keys()
+    for name, value in want.items():
+        torch.testing.assert_close(have[name], value, atol=0, rtol=0, msg=name)
+
+
 def train_twice(config_a, config_b, model, processor, prepared, tmp_path):  # noqa: ANN001, ANN201
     """Train a copy of ``model`` under ``config_a`` (in tmp/a), then ``model`` itself under
     ``config_b`` (in tmp/b), on the same data: for runs that must agree."""
@@ -274,9 +282,7 @@ def test_resume_is_exact(tmp_path, tiny_llava, lora, batch):
     )
 
     assert resumed.global_step == straight.global_step == 5
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    assert_same_weights(resumed.model, straight.model)
     # the resumed run logged steps 3..5 with the uninterrupted run's numbers
     tail = {h["step"]: h["loss"] for h in straight.history}
     for h in resumed.history:
@@ -584,9 +590,7 @@ def test_a_finished_run_is_checkpointed_and_extended_like_a_longer_run(tmp_path,
         progress=False,
     )
     assert extended.global_step == 4 and [h["step"] for h in extended.history] == [3, 4]
-    a, b = straight.model.state_dict(), extended.model.state_dict()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    assert_same_weights(extended.model, straight.model)
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
     cosine = dict(lr_scheduler="cosine", save_steps=3, save_total_limit=1)
