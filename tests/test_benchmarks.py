@@ -32,6 +32,7 @@ def test_every_benchmark_has_a_help(script):
         ("annotate_load.py", ["--clients", "0"], "--clients must be at least 1"),
         ("chair_speed.py", ["--n", "0"], "--n must be at least 1"),
         ("scene_heldout_pairs.py", ["/no/such/model"], "not a saved model directory"),
+        ("scene_noun_confidence.py", ["--scenes", "0"], "--scenes must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(script, args, message):
@@ -64,10 +65,15 @@ def test_train_step_json_has_the_promised_shape():
     assert [line.split(":")[0] for line in progress] == ["trl", "plain", "shared_prefix"]
 
 
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_train_step_table_shows_a_missing_flop_count():
-    spec = importlib.util.spec_from_file_location("train_step", BENCHMARKS / "train_step.py")
-    train_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_step)
+    train_step = load_benchmark("train_step")
     measured = dict(
         tokens_per_second=100.0, peak_memory_mb=50.0, seconds_per_step=1.0, cpu_seconds_per_step=1.0
     )
