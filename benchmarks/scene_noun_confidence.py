@@ -83,16 +83,21 @@ def answers_with_noun_probs(
     return scenes, answers, noun_probs
 
 
+def object_nouns(answer: str) -> list[tuple[int, str]]:
+    """``(start, class)`` of each object noun in ``answer``, in order: the words whose tokens
+    :func:`answers_with_noun_probs` gives a probability, one per word (word-level tokenizer)."""
+    from rlhfv.scenes.language import noun_class
+
+    return [(w.start(), cls) for w in _WORD.finditer(answer) if (cls := noun_class(w.group())) is not None]
+
+
 def noun_confidences(
     scenes: Sequence[Any], answers: Sequence[str], noun_probs: Sequence[Sequence[float]]
 ) -> dict[str, list[float]]:
     """``{"present": [p, ...], "hallucinated": [p, ...]}``: probability of each emitted object noun."""
-    from rlhfv.scenes.language import noun_class
-
     out: dict[str, list[float]] = {"present": [], "hallucinated": []}
     for scene, answer, probs in zip(scenes, answers, noun_probs, strict=True):
-        nouns = [cls for w in _WORD.finditer(answer) if (cls := noun_class(w.group())) is not None]
-        for cls, p in zip(nouns, probs, strict=True):
+        for (_, cls), p in zip(object_nouns(answer), probs, strict=True):
             out["present" if cls in scene.classes else "hallucinated"].append(p)
     return out
 
@@ -100,15 +105,15 @@ def noun_confidences(
 def drop_unsure_sentences(answer: str, noun_probs: Sequence[float], threshold: float) -> str:
     """``answer`` without the sentences that name an object whose noun had probability < ``threshold``.
 
-    ``noun_probs[k]`` belongs to the k-th object noun of ``answer`` (words ``noun_class`` knows).
-    Kept sentences are joined by one space.
+    ``noun_probs[k]`` belongs to the k-th of :func:`object_nouns`. Kept sentences are joined
+    by one space.
     """
-    from rlhfv.scenes.language import noun_class, parse_answer
+    from rlhfv.scenes.language import parse_answer
 
-    noun_starts = [w.start() for w in _WORD.finditer(answer) if noun_class(w.group()) is not None]
-    if len(noun_starts) != len(noun_probs):
-        raise ValueError(f"{len(noun_starts)} object nouns in the answer but {len(noun_probs)} probabilities")
-    unsure = [start for start, p in zip(noun_starts, noun_probs, strict=True) if p < threshold]
+    nouns = object_nouns(answer)
+    if len(nouns) != len(noun_probs):
+        raise ValueError(f"{len(nouns)} object nouns in the answer but {len(noun_probs)} probabilities")
+    unsure = [start for (start, _), p in zip(nouns, noun_probs, strict=True) if p < threshold]
     kept = [s.text(answer) for s in parse_answer(answer) if not any(s.start <= u < s.end for u in unsure)]
     return " ".join(kept)
 
