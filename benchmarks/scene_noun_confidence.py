@@ -15,7 +15,14 @@ does to hallucination and recall (``--plot`` draws it, with each model's own poi
 Usage::
 
     .venv/bin/python benchmarks/scene_noun_confidence.py [MODEL_DIR ...] [--scenes 300] [--threshold 0.5]
-        [--frontier] [--plot FILE.png] [--seed S] [--threads T]
+        [--frontier] [--plot FILE.png] [--probe [--probe-scenes 3000]] [--seed S] [--threads T]
+
+``--probe`` asks where that confidence lives. Abstaining needs the model to decide before
+the noun: at the start of a sentence (say one more, or stop). For each emitted noun it
+trains probes (logistic regression and a small MLP) on the final hidden state that chose the
+sentence's first token and on the state that chose the noun, to predict "hallucinated", and
+compares them with the noun's own probability (AUC, and the metrics when each rule deletes
+its most suspect 5-20% of nouns' sentences).
 """
 
 from __future__ import annotations
@@ -32,15 +39,12 @@ FRONTIER_THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _WORD = re.compile(r"[a-zA-Z]+")
 
 
-def answers_with_noun_probs(
-    model_dir: str | None, n_scenes: int, seed: int = 0, batch_size: int = 64
-) -> tuple[list[Any], list[str], list[list[float]]]:
-    """Held-out scenes, the model's greedy answers to them (decoded as the demo decodes), and
-    per answer the probability of each object noun it emitted, in order."""
+def _greedy_batches(model_dir: str | None, n_scenes: int, seed: int, batch_size: int, hidden_states: bool):
+    """``(tokenizer, scenes, generated, new_tokens)`` per batch of held-out scenes: greedy
+    generation as the demo evaluates (batches of 64, left padding, so the same answers)."""
     import torch
 
     from rlhfv.eval.generate import _prompt
-    from rlhfv.scenes.language import noun_class
     from rlhfv.scenes.model import CHECKPOINT_DIR, load_scene_model
     from rlhfv.scenes.pipeline import MAX_NEW_TOKENS, eval_set
     from rlhfv.scenes.render import render_scene
@@ -49,9 +53,6 @@ def answers_with_noun_probs(
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
     scenes, prompts = eval_set(n_scenes, seed)
-    answers: list[str] = []
-    noun_probs: list[list[float]] = []
-    # batches of 64 as in the demo's evaluation, so that padding gives the same answers
     for start in range(0, n_scenes, batch_size):
         inputs = processor(
             text=[_prompt(processor, q) for q in prompts[start : start + batch_size]],
@@ -66,19 +67,39 @@ def answers_with_noun_probs(
                 do_sample=False,
                 num_beams=1,
                 output_scores=True,
+                output_hidden_states=hidden_states,
                 return_dict_in_generate=True,
                 pad_token_id=tokenizer.pad_token_id,
             )
         new_tokens = generated.sequences[:, inputs["input_ids"].shape[1] :]
+        yield tokenizer, scenes[start : start + batch_size], generated, new_tokens.tolist()
+
+
+def _is_noun(tokenizer: Any, token_id: int) -> bool:
+    from rlhfv.scenes.language import noun_class
+
+    return noun_class(tokenizer.convert_ids_to_tokens(token_id)) is not None
+
+
+def answers_with_noun_probs(
+    model_dir: str | None, n_scenes: int, seed: int = 0, batch_size: int = 64
+) -> tuple[list[Any], list[str], list[list[float]]]:
+    """Held-out scenes, the model's greedy answers to them (decoded as the demo decodes), and
+    per answer the probability of each object noun it emitted, in order."""
+    import torch
+
+    scenes: list[Any] = []
+    answers: list[str] = []
+    noun_probs: list[list[float]] = []
+    for tokenizer, batch_scenes, generated, new_tokens in _greedy_batches(
+        model_dir, n_scenes, seed, batch_size, hidden_states=False
+    ):
         probs = torch.stack(generated.scores, dim=1).softmax(-1)
-        for b, token_ids in enumerate(new_tokens.tolist()):
+        scenes += batch_scenes
+        for b, token_ids in enumerate(new_tokens):
             answers.append(tokenizer.decode(token_ids, skip_special_tokens=True).strip())
             noun_probs.append(
-                [
-                    probs[b, t, token_id].item()
-                    for t, token_id in enumerate(token_ids)
-                    if noun_class(tokenizer.convert_ids_to_tokens(token_id)) is not None
-                ]
+                [probs[b, t, i].item() for t, i in enumerate(token_ids) if _is_noun(tokenizer, i)]
             )
     return scenes, answers, noun_probs
 
@@ -136,6 +157,163 @@ def abstention_frontier(
         }
         for t in thresholds
     ]
+
+
+# -- does the model know before it speaks? -------------------------------------------------
+
+PROBE_FRACTIONS = (0.05, 0.1, 0.15, 0.2)
+
+
+def sentence_starts(token_ids: Sequence[int], period_id: int) -> list[int]:
+    """For each position, the index of the first token of its sentence (0, or the token after a '.')."""
+    starts, current = [], 0
+    for t in range(len(token_ids)):
+        if t > 0 and token_ids[t - 1] == period_id:
+            current = t
+        starts.append(current)
+    return starts
+
+
+def noun_decisions(
+    model_dir: str | None, n_scenes: int, seed: int = 0, batch_size: int = 64
+) -> dict[str, Any]:
+    """Greedy answers as :func:`answers_with_noun_probs`, and for every object noun emitted
+    (flat, in answer order): the final hidden state that chose its sentence's first token
+    (``start_states``, where the model decides to say one more sentence), the state that
+    chose the noun itself (``noun_states``), the noun's top logit, and whether it is
+    hallucinated. Also ``scenes``, ``answers``, ``noun_probs`` (per answer)."""
+    import torch
+
+    from rlhfv.scenes.language import noun_class
+
+    out: dict[str, Any] = {k: [] for k in ("scenes", "answers", "noun_probs", "hallucinated", "max_logits")}
+    start_states, noun_states = [], []
+    for tokenizer, batch_scenes, generated, new_tokens in _greedy_batches(
+        model_dir, n_scenes, seed, batch_size, hidden_states=True
+    ):
+        logits = torch.stack(generated.scores, dim=1)
+        probs = logits.softmax(-1)
+        # generated.hidden_states[t][-1][:, -1]: the last layer's state that chose token t
+        states = torch.stack([step[-1][:, -1] for step in generated.hidden_states], dim=1)
+        period = tokenizer.convert_tokens_to_ids(".")
+        out["scenes"] += batch_scenes
+        for b, token_ids in enumerate(new_tokens):
+            out["answers"].append(tokenizer.decode(token_ids, skip_special_tokens=True).strip())
+            starts = sentence_starts(token_ids, period)
+            nouns = [t for t, i in enumerate(token_ids) if _is_noun(tokenizer, i)]
+            out["noun_probs"].append([probs[b, t, token_ids[t]].item() for t in nouns])
+            for t in nouns:
+                cls = noun_class(tokenizer.convert_ids_to_tokens(token_ids[t]))
+                out["hallucinated"].append(cls not in batch_scenes[b].classes)
+                out["max_logits"].append(logits[b, t].max().item())
+                start_states.append(states[b, starts[t]])
+                noun_states.append(states[b, t])
+    hidden = states.shape[-1]
+    out["start_states"] = torch.stack(start_states) if start_states else torch.zeros(0, hidden)
+    out["noun_states"] = torch.stack(noun_states) if noun_states else torch.zeros(0, hidden)
+    return out
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """P(score of a random positive > score of a random negative), ties counting one half
+    (the Mann-Whitney U statistic over n_pos * n_neg); NaN without both classes."""
+    n_pos = sum(labels)
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):  # average 1-based ranks over each run of tied scores
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, positive in zip(ranks, labels, strict=True) if positive)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def fit_probe(features: Any, labels: Sequence[bool], hidden: int = 0, steps: int = 300, seed: int = 0):
+    """A probe predicting ``labels`` from ``features`` (n, d): logistic regression (``hidden``
+    0) or one ReLU layer of ``hidden`` units, Adam on standardised features with a little
+    weight decay. Returns ``score(features) -> P(label)`` as a 1-d tensor."""
+    import torch
+
+    torch.manual_seed(seed)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    layers = [torch.nn.Linear(features.shape[1], hidden), torch.nn.ReLU()] if hidden else []
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(hidden or features.shape[1], 1))
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    x, y = (features - mean) / std, torch.tensor(labels, dtype=torch.float32)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x).squeeze(-1), y).backward()
+        optimizer.step()
+
+    def score(new_features: Any) -> Any:
+        with torch.no_grad():
+            return net((new_features - mean) / std).squeeze(-1).sigmoid()
+
+    return score
+
+
+def suspicion_ranks(noun_counts: Sequence[int], suspicion: Sequence[float]) -> list[list[int]]:
+    """Per answer, each noun's rank among all nouns by ``suspicion`` (0 = most suspect; ties
+    in answer order); ``suspicion`` is flat, ``noun_counts`` nouns per answer."""
+    order = sorted(range(len(suspicion)), key=lambda i: -suspicion[i])
+    rank = [0] * len(suspicion)
+    for position, i in enumerate(order):
+        rank[i] = position
+    per_answer, k = [], 0
+    for n in noun_counts:
+        per_answer.append(rank[k : k + n])
+        k += n
+    return per_answer
+
+
+def drop_most_suspect(
+    scenes: Sequence[Any],
+    answers: Sequence[str],
+    noun_counts: Sequence[int],
+    suspicion: Sequence[float],
+    fractions: Sequence[float] = PROBE_FRACTIONS,
+) -> list[dict[str, float]]:
+    """The demo's metrics after deleting the sentences of the ``fraction`` of all nouns with
+    the highest ``suspicion``, per fraction (``threshold`` holds the fraction)."""
+    ranks = suspicion_ranks(noun_counts, suspicion)
+    # a noun goes when its rank is below round(f * N): drop_unsure_sentences with ranks as "probabilities"
+    rows = abstention_frontier(scenes, answers, ranks, [round(f * len(suspicion)) for f in fractions])
+    return [{**row, "threshold": f} for row, f in zip(rows, fractions, strict=True)]
+
+
+def probe_report(model_dir: str | None, n_train: int, n_test: int, seed: int = 0) -> dict[str, Any]:
+    """Where could the model tell a noun will be wrong? AUC for "hallucinated" on the held-out
+    scenes (seed ``seed``) of: the noun's own probability, its top logit (what a fixed-logit
+    hedge word could use), and probes trained on ``n_train`` scenes of seed ``seed + 1`` on
+    the sentence-start and the noun states; and the demo's metrics when each rule deletes
+    the sentences of its most suspect 5-20% of nouns."""
+    train = noun_decisions(model_dir, n_train, seed + 1)
+    test = noun_decisions(model_dir, n_test, seed)
+    rules = {
+        "noun_probability": [1 - p for ps in test["noun_probs"] for p in ps],
+        "top_logit": [-x for x in test["max_logits"]],
+    }
+    for where in ("start", "noun"):
+        for name, hidden in (("linear", 0), ("mlp", 64)):
+            probe = fit_probe(train[f"{where}_states"], train["hallucinated"], hidden=hidden)
+            rules[f"{where}_state_{name}"] = probe(test[f"{where}_states"]).tolist()
+    counts = [len(ps) for ps in test["noun_probs"]]
+    return {
+        "train_nouns": len(train["hallucinated"]),
+        "test_nouns": len(test["hallucinated"]),
+        "hallucinated_nouns": sum(test["hallucinated"]),
+        "auc": {rule: round(roc_auc(s, test["hallucinated"]), 3) for rule, s in rules.items()},
+        "dropping": {
+            rule: drop_most_suspect(test["scenes"], test["answers"], counts, s) for rule, s in rules.items()
+        },
+    }
 
 
 def summary(confidences: dict[str, list[float]], threshold: float) -> dict[str, dict[str, float]]:
@@ -212,10 +390,25 @@ def main() -> None:
         help=f"also score the abstention frontier (thresholds {', '.join(map(str, FRONTIER_THRESHOLDS))})",
     )
     parser.add_argument("--plot", metavar="FILE.png", help="draw the frontiers (implies --frontier)")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask where the model could tell a noun will be wrong: AUCs of the noun's "
+        "probability, its top logit and probes on the sentence-start and noun states, and the "
+        "metrics when each deletes the sentences of its most suspect 5-20%% of nouns",
+    )
+    parser.add_argument(
+        "--probe-scenes",
+        type=int,
+        default=3000,
+        help="scenes (held-out stream, seed + 1) to train the probes on (default 3000)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.scenes < 1:
         parser.error("--scenes must be at least 1")
+    if args.probe_scenes < 1:
+        parser.error("--probe-scenes must be at least 1")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -230,6 +423,8 @@ def main() -> None:
         }
         if args.frontier or args.plot:
             result["frontier"] = abstention_frontier(scenes, answers, noun_probs)
+        if args.probe:
+            result["probe"] = probe_report(model_dir, args.probe_scenes, args.scenes, args.seed)
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.plot:
