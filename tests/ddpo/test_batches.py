@@ -89,6 +89,22 @@ def test_random_crop_is_seeded_size_preserving_and_opt_in(tiny_llava):
     assert Image.open(io.BytesIO(default[0]["image"])).crop((0, 5, 40, 35)).tobytes() == image.tobytes()
 
 
+@pytest.mark.parametrize("pipeline", ["pad", "random_crop"])
+def test_an_undecodable_image_is_an_input_error_naming_the_row(tiny_llava, pipeline):
+    """As under ``image_pipeline: processor`` (the collator decodes): no PIL traceback."""
+    from datasets import Dataset
+
+    from rlhfv.errors import InputError
+
+    _, processor = tiny_llava
+    rows = [{"image": png(Image.new("RGB", (40, 30)))}, {"image": b"not an image"}]
+    pairs = PreparedPairs(Dataset.from_list(rows), image_transform(pipeline, processor.image_processor))
+    assert pairs[0]["pair_index"] == 0
+    with pytest.raises(InputError) as err:
+        pairs[1]
+    assert err.value.row == 1 and err.value.field == "image" and "row 1: field image: not a" in str(err.value)
+
+
 def test_pad_to_square_centres_the_image():
     image = Image.new("RGB", (10, 4), (255, 0, 0))
     out = pad_to_square(image, (0, 0, 0))

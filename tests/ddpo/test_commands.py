@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -195,6 +196,45 @@ def test_a_used_output_is_refused_unless_resumed_with_its_settings_or_overwritte
     assert "beta: 0.1" in (run / "checkpoint-1" / "train_config.yaml").read_text()
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert "beta: 0.1" in (run / "train_config.yaml").read_text()
+
+
+def test_resume_mistakes_are_found_before_the_model_loads(tmp_path, prepared, model_dir, capsys, monkeypatch):
+    """The run's model folder is gone after training: each resume mistake below is reported
+    all the same (the model would load only after these checks), in one line naming both values."""
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    run = tmp_path / "run"
+    assert main(run_args("train", model, prepared, run, "--max-steps", "2")) == 0
+    shutil.rmtree(model)
+    capsys.readouterr()
+
+    def refused(model, output, *extra: str) -> str:  # noqa: ANN001
+        assert main(run_args("train", model, prepared, output, "--resume", *extra)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "field --model" not in err
+        return err
+
+    err = refused(model, run, "--max-steps", "3", "--set", "beta=0.1", "--dtype", "bfloat16")
+    assert "other settings (weights dtype float32 -> bfloat16; beta 0.5 -> 0.1)" in err
+    err = refused("/nonexistent/model", run, "--max-steps", "3")
+    assert f"other settings (model {model} -> /nonexistent/model)" in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert "other settings (processes 1 -> 2)" in refused(model, run, "--max-steps", "3")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert "at step 2 and this run ends at step 2: nothing to train" in refused(
+        model, run, "--max-steps", "2"
+    )
+    err = refused(model, tmp_path / "other", str(run / "checkpoint-2"), "--max-steps", "3")
+    assert f"belongs to the run in {run}, not to --output {tmp_path / 'other'}" in err
+    assert not (tmp_path / "other").exists()
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, prepared, capsys):
+    output = tmp_path / "afile"
+    output.write_text("hi\n")
+    assert main(run_args("train", "tiny-llava", prepared, output, "--max-steps", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{output}: field --output: is a file, not a directory" in err
 
 
 def test_lora_output_records_the_model_folder_by_its_absolute_path(

@@ -71,12 +71,26 @@ def test_saved_config_loads_back_equal(tmp_path):
         ({"report_to": ["mlflow"]}, "report_to", "not one of"),
         ({"lora": "yes"}, "lora", "expected bool"),
         ({"learning_rate": float("nan")}, "learning_rate", "positive"),
+        ({"adam_beta2": -0.5}, "adam_beta2", ">= 0"),
+        ({"adam_beta2": 1.0}, "adam_beta2", "below 1"),
+        ({"seed": -1}, "seed", "[0, 4294967295]"),
+        ({"seed": 2**32}, "seed", "[0, 4294967295]"),
     ],
 )
 def test_bad_values_name_the_field(values, field, why):
     with pytest.raises(InputError) as err:
         TrainConfig.from_dict(values)
     assert err.value.field == field and why in str(err.value)
+
+
+def test_preset_on_the_command_line_wins_over_the_files(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: paper\nper_device_batch_size: 2\n")
+    config = load_config(path, preset="reference")
+    assert (config.preset, config.beta, config.normalisation) == ("reference", 0.1, "sum")
+    assert config.per_device_batch_size == 2
+    assert load_config(path).preset == "paper"  # the file's, without --preset
+    assert load_config(path, {"preset": "paper"}, preset="reference").beta == 0.5  # --set preset= last
 
 
 def test_report_to_none_is_accepted_and_named_in_the_error():

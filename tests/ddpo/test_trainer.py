@@ -671,3 +671,175 @@ def test_an_in_memory_checkpoint_from_before_the_mask_fingerprint_still_resumes(
         progress=False,
     )
     assert result.global_step == 2 and any("predates" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_refuses_a_checkpoint_of_another_output(tmp_path, tiny_llava):
+    """Run A's checkpoint resumed into run B's folder would append A's steps to B's metrics."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    config = fast_config(max_steps=1)
+    train_ddpo(config, copy.deepcopy(model), processor, prepared, tmp_path / "a", progress=False)
+    longer = fast_config(max_steps=2)
+    with pytest.raises(InputError, match="belongs to the run in .*a, not to --output .*b") as err:
+        train_ddpo(
+            longer,
+            copy.deepcopy(model),
+            processor,
+            prepared,
+            tmp_path / "b",
+            resume_from=tmp_path / "a" / "checkpoint-1",
+            progress=False,
+        )
+    assert err.value.field == "--resume" and not (tmp_path / "b").exists()
+    # the same checkpoint resumes into its own run, named by a path of another spelling
+    result = train_ddpo(
+        longer,
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path / "b" / ".." / "a",
+        resume_from=tmp_path / "a" / "checkpoint-1",
+        progress=False,
+    )
+    assert result.global_step == 2
+
+
+def test_resume_with_no_steps_left_is_refused(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    train_ddpo(fast_config(max_steps=2), copy.deepcopy(model), processor, prepared, tmp_path, progress=False)
+    for max_steps in (1, 2):
+        with pytest.raises(InputError, match=f"at step 2 and this run ends at step {max_steps}: nothing"):
+            train_ddpo(
+                fast_config(max_steps=max_steps),
+                copy.deepcopy(model),
+                processor,
+                prepared,
+                tmp_path,
+                resume_from="latest",
+                progress=False,
+            )
+    # num_epochs decides the length when max_steps is unset: one epoch of 4 pairs is 1 step here
+    with pytest.raises(InputError, match="ends at step 1: nothing to train"):
+        train_ddpo(
+            fast_config(max_steps=None, num_epochs=1),
+            copy.deepcopy(model),
+            processor,
+            prepared,
+            tmp_path,
+            resume_from="latest",
+            progress=False,
+        )
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def test_resume_refuses_another_process_count_model_or_dtype(tmp_path, tiny_llava):
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    train_ddpo(fast_config(max_steps=1), copy.deepcopy(model), processor, prepared, tmp_path, progress=False)
+    marker = tmp_path / "checkpoint-1" / "trainer_state.json"
+    state = json.loads(marker.read_text())
+    assert (state["processes"], state["model"], state["dtype"]) == (1, "llava", "float32")
+
+    def resume(start: torch.nn.Module):  # noqa: ANN202
+        return train_ddpo(
+            fast_config(max_steps=2),
+            start,
+            processor,
+            prepared,
+            tmp_path,
+            resume_from="latest",
+            progress=False,
+        )
+
+    other = copy.deepcopy(model)
+    other.config._name_or_path = "someone/another-model"
+    with pytest.raises(InputError, match="other settings \\(model llava -> someone/another-model\\)"):
+        resume(other)
+    with pytest.raises(InputError, match="other settings \\(weights dtype float32 -> bfloat16\\)"):
+        resume(copy.deepcopy(model).to(torch.bfloat16))
+    marker.write_text(json.dumps({**state, "processes": 2}))  # as a 2-process run records it
+    with pytest.raises(InputError, match="other settings \\(processes 2 -> 1\\)"):
+        resume(copy.deepcopy(model))
+    # a checkpoint from before these were recorded: not checked
+    marker.write_text(
+        json.dumps({k: v for k, v in state.items() if k not in ("processes", "model", "dtype")})
+    )
+    assert resume(other).global_step == 2
+
+
+def test_resume_drops_a_partial_last_metrics_line(tmp_path, tiny_llava, caplog):
+    """A run killed while appending step 3's line: the resume from checkpoint-2 drops it and goes on."""
+    model, processor = tiny_llava
+    prepared = make_prepared(processor, n=4)
+    train_ddpo(fast_config(max_steps=2), copy.deepcopy(model), processor, prepared, tmp_path, progress=False)
+    metrics = tmp_path / "metrics.jsonl"
+    with metrics.open("a") as fh:
+        fh.write('{"loss": 0.69, "rewards/chosen": 0.0')
+    result = train_ddpo(
+        fast_config(max_steps=3),
+        copy.deepcopy(model),
+        processor,
+        prepared,
+        tmp_path,
+        resume_from="latest",
+        progress=False,
+    )
+    assert result.global_step == 3
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    dropped = [r.getMessage() for r in caplog.records if "dropped line" in r.getMessage()]
+    assert len(dropped) == 1 and "line(s) 3" in dropped[0]
+
+
+def test_lora_target_modules_naming_no_layer_is_an_input_error(tiny_llava):
+    from rlhfv.ddpo.trainer import apply_lora
+
+    model, _ = tiny_llava
+    for targets in (["nonexistent_proj"], ["q_proj", "nope"], ["language_model"]):
+        with pytest.raises(InputError) as err:
+            apply_lora(copy.deepcopy(model), fast_config(lora=True, lora_target_modules=targets))
+        assert err.value.field == "lora_target_modules"
+        assert f"{targets[-1]!r} names no single layer" in str(err.value) and "q_proj" in str(err.value)
+    adapted = apply_lora(copy.deepcopy(model), fast_config(lora=True, lora_target_modules=["q_proj"]))
+    assert any("lora_A" in name for name, _ in adapted.named_parameters())
+
+
+def test_group_by_length_without_shuffle_keeps_dataset_order(tmp_path, tiny_llava):
+    """shuffle false: the length groups are consecutive pairs (all 8 here), longest first,
+    ties in dataset order, and every epoch the same."""
+    from rlhfv.ddpo.batches import pair_lengths
+
+    model, processor = tiny_llava
+    dataset, metadata = make_prepared(processor, n=8)
+    # a live reference: the collator then sees the training batches only (no precompute pass)
+    config = fast_config(
+        group_by_length=True, shuffle=False, per_device_batch_size=2, max_steps=8, reference="model"
+    )
+    trainer = Trainer(config, model, processor, (dataset, metadata), tmp_path, progress=False)
+    seen: list[int] = []
+    collator = trainer._collator()
+
+    def recording(rows):  # noqa: ANN001, ANN202
+        seen.extend(row["pair_index"] for row in rows)
+        return collator(rows)
+
+    trainer._collator = lambda: recording
+    trainer.train()
+    lengths = pair_lengths(dataset)
+    by_length = sorted(range(8), key=lambda j: -lengths[j])
+    assert len(set(lengths)) > 2 and by_length != list(range(8))
+    assert seen == by_length + by_length  # two epochs
+
+
+@pytest.mark.parametrize(("lora", "warned"), [(False, True), (True, False)])
+def test_training_bfloat16_weights_directly_warns(tmp_path, tiny_llava, caplog, lora, warned):
+    """AdamW steps bf16 weights in bf16: small updates round away. LoRA adapters are float32."""
+    model, processor = tiny_llava
+    config = fast_config(max_steps=1, lora=lora)
+    train_ddpo(
+        config, model.to(torch.bfloat16), processor, make_prepared(processor, n=4), tmp_path, progress=False
+    )
+    messages = [r.getMessage() for r in caplog.records if "training bfloat16 weights" in r.getMessage()]
+    assert bool(messages) is warned
+    if warned:
+        assert "--dtype float32" in messages[0] and "DeepSpeed" in messages[0]

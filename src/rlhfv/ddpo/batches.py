@@ -18,9 +18,11 @@ epoch is ``order[k*G:(k+1)*G]`` with ``G = per_device_batch_size * processes``, 
 process ``r`` takes the ``r``-th slice of it. The position in the data is therefore a
 function of the step alone (exact resume), and N processes see the same global batches
 as one process with an N times larger per-device batch. The tail that does not fill a
-global batch is dropped each epoch. With ``group_by_length`` the epoch's order comes from
+global batch is dropped each epoch. With ``shuffle: false`` every epoch takes the pairs in
+dataset order. With ``group_by_length`` the epoch's order comes from
 ``rlhfv.ddpo.forward.length_grouped_indices`` (per-device batches of similar length:
-less padding), still seeded by (seed, epoch).
+less padding), still seeded by (seed, epoch); with ``shuffle: false`` too, its groups are
+consecutive pairs sorted by length, in dataset order, the same every epoch.
 """
 
 from __future__ import annotations
@@ -35,11 +37,10 @@ import torch
 IMAGE_PIPELINES = ("pad", "processor", "random_crop")
 
 
-def _open(data: bytes):
-    from PIL import Image
+def _open(data: bytes, row: int | None):
+    from rlhfv.data.encode import open_image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGB")
+    return open_image(data, row=row)  # undecodable bytes: an InputError naming the row
 
 
 def _encode(image) -> bytes:
@@ -91,20 +92,21 @@ def random_resized_crop(image, rng: random.Random, scale: tuple[float, float] = 
     return image
 
 
-def image_transform(pipeline: str, image_processor: Any) -> Callable[[bytes, random.Random], bytes] | None:
-    """The byte -> byte image transform of ``pipeline`` for this processor (None: leave the bytes)."""
+def image_transform(pipeline: str, image_processor: Any) -> Callable[..., bytes] | None:
+    """The byte -> byte image transform of ``pipeline`` for this processor (None: leave the bytes),
+    called as ``transform(data, rng, row=index)``; ``row`` names the pair in an error."""
     crops = processor_crops(image_processor)
     mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
     fill = tuple(int(round(255 * m)) for m in mean[:3])
 
-    def pad(data: bytes, rng: random.Random) -> bytes:
-        return _encode(pad_to_square(_open(data), fill))
+    def pad(data: bytes, rng: random.Random, row: int | None = None) -> bytes:
+        return _encode(pad_to_square(_open(data, row), fill))
 
-    def crop(data: bytes, rng: random.Random) -> bytes:
-        image = random_resized_crop(_open(data), rng)
+    def crop(data: bytes, rng: random.Random, row: int | None = None) -> bytes:
+        image = random_resized_crop(_open(data, row), rng)
         return _encode(pad_to_square(image, fill) if crops else image)
 
-    transforms: dict[str, Callable[[bytes, random.Random], bytes] | None] = {
+    transforms: dict[str, Callable[..., bytes] | None] = {
         "pad": pad if crops else None,
         "processor": None,
         "random_crop": crop,
@@ -118,7 +120,7 @@ class PreparedPairs(torch.utils.data.Dataset):
     def __init__(
         self,
         dataset: Any,
-        transform: Callable[[bytes, random.Random], bytes] | None = None,
+        transform: Callable[..., bytes] | None = None,
         seed: int = 0,
         keep: tuple[str, ...] | None = None,
     ) -> None:
@@ -139,7 +141,7 @@ class PreparedPairs(torch.utils.data.Dataset):
         row["pair_index"] = int(index)
         if self.transform is not None:
             rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
-            row["image"] = self.transform(row["image"], rng)
+            row["image"] = self.transform(row["image"], rng, row=int(index))
         return row
 
 

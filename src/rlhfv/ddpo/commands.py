@@ -121,6 +121,25 @@ def _resolve_config(args: argparse.Namespace):
     return load_config(args.config, overrides, preset=args.preset)
 
 
+def _run_identity(args: argparse.Namespace) -> dict[str, object]:
+    """The ``rlhfv.ddpo.trainer.RUN_IDENTITY`` values known before the model loads."""
+    from pathlib import Path
+
+    from rlhfv.data.prepare import TINY_MODELS
+    from rlhfv.ddpo.trainer import model_identity
+
+    run: dict[str, object] = {
+        "objective": args.objective,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),  # as the trainer's accelerator finds it
+    }
+    tiny = args.model in TINY_MODELS and not Path(args.model).exists()  # as load_model decides
+    if not tiny:  # a tiny model records its type, known once it is built
+        run["model"] = model_identity(args.model)  # also what the trainer records (model_name)
+    if args.dtype != "auto":
+        run["dtype"] = args.dtype
+    return run
+
+
 def load_model(name: str, dtype: str = "float32"):
     """``(model, processor)`` through the Auto classes; a missing path or id is an InputError.
 
@@ -139,6 +158,8 @@ def load_model(name: str, dtype: str = "float32"):
         from rlhfv.tiny import build_tiny
 
         model, processor = build_tiny(TINY_MODELS[name])
+        if dtype != "auto":  # built in float32; --dtype applies as to any other model
+            model = model.to(getattr(torch, dtype))
         return model.train(), processor
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     # a local folder is loaded by its absolute path: a LoRA adapter saved from it records
@@ -192,7 +213,11 @@ def _run(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     from rlhfv.ddpo.trainer import Trainer, check_output_use
 
-    check_output_use(args.output, resume=args.resume, overwrite=args.overwrite)  # before the model loads
+    # before the model loads (minutes for a large one): what a resume can be checked against now
+    run = _run_identity(args)
+    checkpoint = check_output_use(
+        args.output, resume=args.resume, overwrite=args.overwrite, config=config, run=run
+    )
 
     with library_progress_bars(not args.no_progress):
         model, processor = load_model(args.model, args.dtype)
@@ -204,7 +229,8 @@ def _run(args: argparse.Namespace) -> int:
             args.output,
             objective=args.objective,
             reference_cache=args.reference_cache,
-            resume_from=args.resume,
+            resume_from=checkpoint,  # "latest" resolved once (its warnings too)
+            model_name=run.get("model"),  # recorded as the check above reads it
             overwrite=args.overwrite,
             progress=not args.no_progress,
         ).train()

@@ -3,8 +3,8 @@
 Defaults are the paper's (RLHF-V, Sec. 5): beta 0.5, gamma 5, the weighted *mean* of Eq. 5,
 lr 5e-7, 10% warmup, 7 epochs. ``PRESETS["reference"]`` is the released training script's
 (beta 0.1, gamma 1.1, weighted *sum*, 3% warmup). A YAML file may name a preset
-(``preset: reference``) and override fields; command-line ``--set key=value`` overrides come
-last. The resolved config is written to ``OUTPUT/train_config.yaml``.
+(``preset: reference``; ``--preset`` on the command line wins) and override fields;
+command-line ``--set key=value`` overrides come last. The resolved config is written to ``OUTPUT/train_config.yaml``.
 
 >>> TrainConfig().beta, TrainConfig.from_preset("reference").normalisation
 (0.5, 'sum')
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhfv.errors import InputError
+
+SEED_MAX = 2**32 - 1  # numpy's largest seed (accelerate's set_seed seeds numpy too)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -106,7 +108,9 @@ class TrainConfig:
     )
     shuffle: bool = _f(True, "shuffle pairs each epoch (seeded)")
     group_by_length: bool = _f(
-        False, "order each epoch so a per-device batch holds pairs of similar length (less padding; seeded)"
+        False,
+        "order each epoch so a per-device batch holds pairs of similar length (less padding; seeded; "
+        "with shuffle false: groups of consecutive pairs sorted by length, in dataset order)",
     )
     dataloader_num_workers: int = _f(0, "DataLoader worker processes")
 
@@ -140,7 +144,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InputError(f"must be a positive number, got {value!r}", field=name, reason="bad_config")
-        for name in ("weight_decay", "sft_weight", "adam_beta1", "lora_dropout", "dataloader_num_workers"):
+        nonnegative = ("weight_decay", "sft_weight", "adam_beta1", "adam_beta2", "lora_dropout")
+        nonnegative += ("dataloader_num_workers",)
+        for name in nonnegative:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"must be >= 0, got {value!r}", field=name, reason="bad_config")
@@ -149,6 +155,10 @@ class TrainConfig:
                 raise InputError(
                     f"must be below 1, got {getattr(self, name)!r}", field=name, reason="bad_config"
                 )
+        if not 0 <= self.seed <= SEED_MAX:
+            raise InputError(
+                f"must be in [0, {SEED_MAX}], got {self.seed!r}", field="seed", reason="bad_config"
+            )
         if not 0 <= self.warmup_ratio < 1:
             raise InputError(
                 f"must be in [0, 1), got {self.warmup_ratio!r}", field="warmup_ratio", reason="bad_config"
@@ -312,7 +322,8 @@ def yaml_problem(err: Exception, *, where: bool = True) -> str:
 def load_config(
     path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, preset: str | None = None
 ) -> TrainConfig:
-    """Resolve a config: preset (from the file's ``preset`` key, else ``preset``, else paper) <- YAML <- overrides."""
+    """Resolve a config: preset <- YAML <- overrides. The preset is the overrides' ``preset``,
+    else ``preset`` (``--preset``), else the file's ``preset`` key, else paper: the command line wins."""
     import yaml
 
     values: dict[str, Any] = {}
@@ -331,8 +342,9 @@ def load_config(
         if not isinstance(loaded, dict):
             raise InputError("expected a mapping of config keys", path=str(path), reason="bad_config")
         values.update(loaded)
+    from_file = values.pop("preset", None)
     values.update(overrides or {})
-    name = values.pop("preset", None) or preset or "paper"
+    name = values.pop("preset", None) or preset or from_file or "paper"
     try:
         return TrainConfig.from_preset(name, **values)
     except InputError as err:

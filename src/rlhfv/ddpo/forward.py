@@ -382,20 +382,31 @@ def shared_prefix_token_logps(model: torch.nn.Module, batch: Mapping[str, torch.
 
 
 def length_grouped_indices(
-    lengths: Sequence[int], batch_size: int, *, seed: int = 0, mega_batch_mult: int = 50
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    seed: int = 0,
+    mega_batch_mult: int = 50,
+    shuffle: bool = True,
 ) -> list[int]:
     """A shuffled order of ``range(len(lengths))`` in which consecutive batches have similar lengths.
 
     Shuffle, cut into mega-batches of ``batch_size * mega_batch_mult``, sort each by length
     (longest first), then shuffle the order of the resulting batches, keeping the batch
     that holds the longest item first so an out-of-memory error shows at step one.
-    ``lengths`` per pair: e.g. chosen + rejected tokens.
+    ``lengths`` per pair: e.g. chosen + rejected tokens. With ``shuffle`` False neither
+    shuffle happens: mega-batches of consecutive items, batches in that order (the longest
+    still first), the same order for every seed.
+
+    >>> length_grouped_indices([1, 5, 2, 4], 2, mega_batch_mult=1, shuffle=False)
+    [1, 0, 3, 2]
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     rng = random.Random(seed)
     order = list(range(len(lengths)))
-    rng.shuffle(order)
+    if shuffle:
+        rng.shuffle(order)
     mega = batch_size * mega_batch_mult
     batches: list[list[int]] = []
     for begin in range(0, len(order), mega):
@@ -405,7 +416,8 @@ def length_grouped_indices(
         return []
     longest = max(range(len(batches)), key=lambda b: max(lengths[j] for j in batches[b]))
     first = batches.pop(longest)
-    rng.shuffle(batches)
+    if shuffle:
+        rng.shuffle(batches)
     return [j for b in [first, *batches] for j in b]
 
 

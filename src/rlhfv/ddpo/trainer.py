@@ -226,10 +226,35 @@ def lora_target_regex(model: torch.nn.Module) -> str:
     return rf"^(?:{alternatives}).*\.(?:{'|'.join(LORA_PROJECTIONS)})$"
 
 
+def check_lora_targets(model: torch.nn.Module, targets: Sequence[str]) -> None:
+    """An ``InputError`` for a ``lora_target_modules`` name that matches no layer of ``model``.
+
+    A name matches a module called that or ending in ``.name``, as peft matches a list; peft
+    itself refuses only when no name matches at all, and then with the whole model printed.
+    """
+    names = {name: module for name, module in model.named_modules() if name}
+    bad = []
+    for target in targets:
+        matched = [m for n, m in names.items() if n == target or n.endswith("." + target)]
+        if not matched or any(next(m.children(), None) is not None for m in matched):
+            bad.append(target)  # none, or a block of layers (peft adapts single layers)
+    if bad:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in names.items() if isinstance(m, torch.nn.Linear)})
+        shown = ", ".join(linear[:12]) + (", ..." if len(linear) > 12 else "")
+        raise InputError(
+            f"{', '.join(map(repr, bad))} names no single layer of the model; its Linear layers are "
+            f"called {shown} (or leave lora_target_modules null for the language model's projections)",
+            field="lora_target_modules",
+            reason="bad_config",
+        )
+
+
 def apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """Wrap ``model`` with fresh LoRA adapters (peft); only the adapters train."""
     from peft import LoraConfig, get_peft_model
 
+    if config.lora_target_modules:
+        check_lora_targets(model, config.lora_target_modules)
     targets: Any = config.lora_target_modules or lora_target_regex(model)
     lora = LoraConfig(
         r=config.lora_r,
@@ -331,9 +356,14 @@ class Trainer:
     * ``ref_model``: the frozen reference for ``reference: model`` (default: a copy of ``model``);
     * ``reference_cache``: where ``reference_logps/`` goes (default: the prepared directory,
       or ``output_dir`` when the data was passed in memory);
-    * ``resume_from``: ``"latest"`` or a ``checkpoint-N`` directory; the checkpoint's
-      run must have had the same settings (``RESUME_MAY_CHANGE`` lists the fields that may
-      differ), objective and data, else an ``InputError`` lists the differences;
+    * ``resume_from``: ``"latest"`` or a ``checkpoint-N`` directory of ``output_dir``; the
+      checkpoint's run must have had the same settings (``RESUME_MAY_CHANGE`` lists the fields
+      that may differ), objective, data, process count, model and weights dtype
+      (``RUN_IDENTITY``), else an ``InputError`` lists the differences; a ``max_steps`` at or
+      below the checkpoint's step is refused (nothing to train);
+    * ``model_name``: how checkpoints record the starting model for that check (default: its
+      config's ``_name_or_path``; the CLI passes ``--model``, as a LoRA folder loads with its
+      base model's name);
     * ``overwrite``: an ``output_dir`` holding an earlier run (checkpoints, metrics, a
       trained model) is refused unless resuming; ``overwrite=True`` deletes that run's
       checkpoints, metrics, config and model first;
@@ -354,6 +384,7 @@ class Trainer:
         ref_model: torch.nn.Module | None = None,
         reference_cache: str | Path | None = None,
         resume_from: str | Path | None = None,
+        model_name: str | None = None,
         overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
@@ -372,11 +403,13 @@ class Trainer:
         self.reference_cache = Path(reference_cache)
         self.ref_model = ref_model
         self.resume_from = resume_from
+        self.model_name = model_name
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
         self.progress = progress
         self.history: list[dict[str, float]] = []
         self.checkpoints: list[Path] = []
+        self.identity: dict[str, Any] = {}  # set by train(): _run_identity
 
     # -- setup ------------------------------------------------------------------------
 
@@ -511,52 +544,34 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _resume_dir(self) -> Path | None:
-        if self.resume_from is None:
-            return None
-        if str(self.resume_from) == "latest":
-            found = sorted(_checkpoint_dirs(self.output_dir), key=_checkpoint_step)
-            for path in reversed(found):
-                missing = _checkpoint_missing(path)
-                if not missing:
-                    return path
-                logger.warning(
-                    "skipping incomplete %s (no %s: the run was stopped while saving it)",
-                    path,
-                    ", ".join(missing),
-                )
-            what = "complete checkpoint-N" if found else "checkpoint-N"
-            raise InputError(f"no {what} folder to resume from", path=str(self.output_dir), field="--resume")
-        path = Path(self.resume_from)
-        missing = _checkpoint_missing(path)
-        if not path.is_dir() or (len(missing) == 2 and not path.name.startswith(CHECKPOINT_PREFIX)):
-            raise InputError("not a checkpoint folder (no training_state/)", path=str(path), field="--resume")
-        if missing:
-            raise InputError(
-                f"incomplete checkpoint: no {', '.join(missing)} (the run was stopped while saving it); "
-                "resume from an earlier one (--resume picks the latest complete checkpoint) or delete this folder",
-                path=str(path),
-                field="--resume",
-            )
-        return path
-
     @functools.cached_property
     def _data_identity(self) -> str:
         return data_fingerprint(self.dataset, self.metadata, loss=True)
 
-    def _run_identity(self) -> dict[str, Any]:
-        """What a checkpoint records so that a resume can tell it is the same run."""
-        return {"objective": self.objective_name, "data": self._data_identity}
+    def _run_identity(self, accelerator) -> dict[str, Any]:
+        """What a checkpoint records so that a resume can tell it is the same run (``RUN_IDENTITY``).
+        Taken before training: DeepSpeed casts the model's weights in place."""
+        return {
+            "objective": self.objective_name,
+            "data": self._data_identity,
+            "processes": accelerator.num_processes,
+            "model": model_identity(self.model_name or _model_name(self.model)),
+            "dtype": _weights_dtype(self.model),
+        }
 
-    def _check_output_dir(self, accelerator, resume_dir: Path | None) -> None:
+    def _check_output_dir(self, accelerator, total_steps: int) -> Path | None:
         """Refuse to mix runs: a fresh run needs an output directory without an earlier run
-        (or ``overwrite``, which clears it); a resumed run needs the checkpoint's settings."""
-        if resume_dir is not None:
+        (or ``overwrite``, which clears it); a resumed run needs a checkpoint of the run in
+        ``output_dir``, its settings, and steps left to train. Returns the checkpoint to resume."""
+        _refuse_file_output(self.output_dir)
+        if self.resume_from is not None:
+            resume_dir = resolve_checkpoint(self.output_dir, self.resume_from)
             self._check_resume_settings(resume_dir)
-            return
+            _refuse_nothing_to_train(resume_dir, _checkpoint_global_step(resume_dir), total_steps)
+            return resume_dir
         if not self.overwrite:
             refuse_earlier_run(self.output_dir)
-            return
+            return None
         found = previous_run(self.output_dir)
         if found and accelerator.is_main_process:
             clear_previous_run(self.output_dir)
@@ -564,11 +579,11 @@ class Trainer:
                 "--overwrite: removed the earlier run in %s (%s)", self.output_dir, ", ".join(found)
             )
         accelerator.wait_for_everyone()
+        return None
 
     def _check_resume_settings(self, resume_dir: Path) -> None:
-        differences = []
-        state = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())
-        current = self._run_identity()
+        state = _trainer_state(resume_dir)
+        current = self.identity
         legacy = {
             data_fingerprint(self.dataset, self.metadata),
             # in-memory data used to be recorded by its datasets fingerprint (else its length)
@@ -580,26 +595,9 @@ class Trainer:
                 "%s predates the check of changed-token masks; they are assumed unchanged", resume_dir
             )
             state["data"] = current["data"]
-        for key in ("objective", "data"):
-            if key in state and state[key] != current[key]:
-                what = "prepared data" if key == "data" else key
-                differences.append(f"{what} {state[key]} -> {current[key]}")
-        saved = _saved_config(resume_dir)
-        if saved is not None:
-            now = self.config.to_dict()
-            for name, value in now.items():
-                if name in RESUME_MAY_CHANGE or name not in saved:
-                    continue
-                if not _same_value(saved[name], value):
-                    differences.append(f"{name} {saved[name]!r} -> {value!r}")
-        if differences:
-            raise InputError(
-                f"the checkpoint was trained with other settings ({'; '.join(differences)}); resume with the "
-                "checkpoint's settings, or start a new run (--overwrite or another --output)",
-                path=str(resume_dir),
-                field="--resume",
-                reason="resume_mismatch",
-            )
+        _refuse_other_settings(
+            resume_dir, _identity_differences(state, current) + _config_differences(resume_dir, self.config)
+        )
 
     def _save_model(self, accelerator, model, directory: Path) -> None:
         state_dict = accelerator.get_state_dict(model)
@@ -622,7 +620,7 @@ class Trainer:
         accelerator.wait_for_everyone()  # every process's share of the state is on disk
         if accelerator.is_main_process:
             self.config.save(directory / CONFIG_FILE)  # what a resume compares against
-            state = {"global_step": step, "epoch": epoch, **self._run_identity()}
+            state = {"global_step": step, "epoch": epoch, **self.identity}
             tmp = directory / (TRAINER_STATE_FILE + ".tmp")
             tmp.write_text(json.dumps(state))
             tmp.replace(directory / TRAINER_STATE_FILE)  # atomic: never a half-written marker
@@ -646,7 +644,9 @@ class Trainer:
         lengths = pair_lengths(self.dataset) if self.config.group_by_length else None
         while True:
             if lengths is not None:
-                order = length_grouped_indices(lengths, b, seed=self.config.seed + epoch)
+                order = length_grouped_indices(
+                    lengths, b, seed=self.config.seed + epoch, shuffle=self.config.shuffle
+                )
             else:
                 order = epoch_order(len(pairs), epoch, self.config.seed, self.config.shuffle)
             mine = process_indices(
@@ -714,6 +714,9 @@ class Trainer:
             reference = self._reference_source(accelerator, model)
         set_seed(config.seed)  # the reference precompute draws from the RNG; LoRA init must not depend on it
         model = prepare_model(model, config)
+        if accelerator.is_main_process and accelerator.state.deepspeed_plugin is None:
+            # DeepSpeed keeps fp32 master weights of its own; DDP and FSDP step the weights as they are
+            _warn_if_half_precision_training(model)
         if config.reference == "adapters_disabled":
             reference = self._reference_source(accelerator, model)
         objective = OBJECTIVES[self.objective_name](config, reference)
@@ -763,13 +766,14 @@ class Trainer:
         config = self.config
         accelerator = self._make_accelerator()
         set_seed(config.seed)
-        resume_dir = self._resume_dir()
-        self._check_output_dir(accelerator, resume_dir)
+        if accelerator.is_main_process:
+            self._warn_if_gamma_differs()
+        steps_per_epoch, total_steps = self._schedule(accelerator)
+        self.identity = self._run_identity(accelerator)
+        resume_dir = self._check_output_dir(accelerator, total_steps)  # before anything is written
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if accelerator.is_main_process:
             config.save(self.output_dir / CONFIG_FILE)
-            self._warn_if_gamma_differs()
-        steps_per_epoch, total_steps = self._schedule(accelerator)
         model, optimizer, scheduler, objective = self._setup(accelerator, total_steps)
         if accelerator.is_main_process and config.report_to:
             accelerator.init_trackers("rlhfv", config=_flat_config(config))
@@ -777,7 +781,7 @@ class Trainer:
         step = 0
         if resume_dir is not None:
             accelerator.load_state(str(resume_dir / STATE_DIRNAME))
-            step = json.loads((resume_dir / TRAINER_STATE_FILE).read_text())["global_step"]
+            step = _checkpoint_global_step(resume_dir)
             _follow_schedule(scheduler)
         batches = self._batches(
             self._pairs(config.image_pipeline), self._collator(), accelerator, step, steps_per_epoch
@@ -928,6 +932,25 @@ def _check_finite(
         )
 
 
+def _warn_if_half_precision_training(model: torch.nn.Module) -> None:
+    """AdamW updates trained weights in their own dtype: in bfloat16 (8 bits of mantissa) an
+    update below about 1/256 of the weight rounds away, and at the paper's lr 5e-7 nearly all
+    do (float16: below 1/2048). LoRA adapters are created in float32 and are not affected."""
+    half = sorted(
+        {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}
+        & {"bfloat16", "float16"}
+    )
+    if half:
+        logger.warning(
+            "training %s weights directly: AdamW updates smaller than a weight's rounding step (about "
+            "1/256 of it in bfloat16, 1/2048 in float16) are lost, at the paper's learning rate 5e-7 "
+            "nearly all; load the model in float32 (--dtype float32, the default; mixed_precision bf16 "
+            "still computes in bf16), train LoRA adapters (--lora), or use DeepSpeed (it keeps float32 "
+            "master weights)",
+            " and ".join(half),
+        )
+
+
 def _follow_schedule(scheduler) -> None:
     """Give the optimizer this run's learning rate at the restored step. It holds the
     checkpoint's, from the schedule of that run's length: a run extended with a larger
@@ -939,15 +962,38 @@ def _follow_schedule(scheduler) -> None:
     inner._last_lr = rates  # what get_last_lr() logs
 
 
+def _metrics_record(line: str) -> dict[str, Any] | None:
+    """One metrics.jsonl line as a dict; None for one that is not a JSON object."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the logged steps up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    """Keep the logged steps up to ``step`` (a resumed run rewrites what came after its checkpoint).
+
+    A run killed while appending leaves a partial last line: lines that are not JSON objects
+    are dropped, with a warning, rather than stopping the resume.
+    """
     if not path.is_file():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
+    kept, dropped = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = _metrics_record(line)
+        if record is None:
+            dropped.append(number)
+        elif record.get("step", 0) <= step:
+            kept.append(line)
+    if dropped:
+        logger.warning(
+            "%s: dropped line(s) %s, not JSON objects (a run stopped while writing them)",
+            path,
+            ", ".join(map(str, dropped)),
+        )
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -988,12 +1034,164 @@ def _refuse_resume_and_overwrite(resume: str | Path | None, overwrite: bool) -> 
         raise InputError("resume a run or overwrite it, not both", field="--overwrite", reason="usage")
 
 
-def check_output_use(output_dir: str | Path, *, resume: str | Path | None, overwrite: bool) -> None:
+def _refuse_file_output(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(
+            "is a file, not a directory: give a folder for the run (it is created if missing)",
+            path=str(output_dir),
+            field="--output",
+            reason="usage",
+        )
+
+
+def check_output_use(
+    output_dir: str | Path,
+    *,
+    resume: str | Path | None,
+    overwrite: bool,
+    config: TrainConfig | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> Path | None:
     """Before any work (the CLI calls it before a large model loads; the trainer checks again):
-    resume or overwrite, not both; a fresh run needs an ``output_dir`` without an earlier run."""
+    resume or overwrite, not both; ``output_dir`` not a file; a fresh run needs an
+    ``output_dir`` without an earlier run. With ``config``, a resume is checked as far as it
+    can be without the model and data: a complete checkpoint of the run in ``output_dir``, the
+    same settings and ``run`` identity (``RUN_IDENTITY`` keys known so far), and, when
+    ``max_steps`` is set, steps left to train. Returns that checkpoint (None without ``config``)."""
     _refuse_resume_and_overwrite(resume, overwrite)
-    if resume is None and not overwrite:
-        refuse_earlier_run(output_dir)
+    _refuse_file_output(Path(output_dir))
+    if resume is None:
+        if not overwrite:
+            refuse_earlier_run(output_dir)
+        return None
+    if config is None:
+        return None
+    checkpoint = resolve_checkpoint(Path(output_dir), resume)
+    _refuse_other_settings(
+        checkpoint,
+        _identity_differences(_trainer_state(checkpoint), run or {})
+        + _config_differences(checkpoint, config),
+    )
+    if config.max_steps is not None:  # else the length follows from the data (the trainer checks)
+        _refuse_nothing_to_train(checkpoint, _checkpoint_global_step(checkpoint), config.max_steps)
+    return checkpoint
+
+
+def resolve_checkpoint(output_dir: Path, resume_from: str | Path) -> Path:
+    """The complete checkpoint ``resume_from`` names (``"latest"``: the newest in ``output_dir``).
+
+    A named one must lie in ``output_dir``: a resumed run appends to its folder's metrics and
+    checkpoints, so resuming run A's checkpoint into run B's folder would mix the two runs.
+    """
+    if str(resume_from) == "latest":
+        found = sorted(_checkpoint_dirs(output_dir), key=_checkpoint_step)
+        for path in reversed(found):
+            missing = _checkpoint_missing(path)
+            if not missing:
+                return path
+            logger.warning(
+                "skipping incomplete %s (no %s: the run was stopped while saving it)",
+                path,
+                ", ".join(missing),
+            )
+        what = "complete checkpoint-N" if found else "checkpoint-N"
+        raise InputError(f"no {what} folder to resume from", path=str(output_dir), field="--resume")
+    path = Path(resume_from)
+    missing = _checkpoint_missing(path)
+    if not path.is_dir() or (len(missing) == 2 and not path.name.startswith(CHECKPOINT_PREFIX)):
+        raise InputError("not a checkpoint folder (no training_state/)", path=str(path), field="--resume")
+    if missing:
+        raise InputError(
+            f"incomplete checkpoint: no {', '.join(missing)} (the run was stopped while saving it); "
+            "resume from an earlier one (--resume picks the latest complete checkpoint) or delete this folder",
+            path=str(path),
+            field="--resume",
+        )
+    if path.resolve().parent != output_dir.resolve():
+        raise InputError(
+            f"belongs to the run in {path.parent}, not to --output {output_dir}: a resumed run goes on "
+            f"in its own folder, so resume it with --output {path.parent}; to start a new run from "
+            f"this checkpoint's weights, pass --model {path} without --resume",
+            path=str(path),
+            field="--resume",
+            reason="resume_mismatch",
+        )
+    return path
+
+
+def _trainer_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+
+
+def _checkpoint_global_step(checkpoint: Path) -> int:
+    return int(_trainer_state(checkpoint)["global_step"])
+
+
+def _refuse_nothing_to_train(checkpoint: Path, step: int, total_steps: int) -> None:
+    """A resume whose run would end at or before the checkpoint's step would train nothing."""
+    if total_steps <= step:
+        raise InputError(
+            f"the checkpoint is at step {step} and this run ends at step {total_steps}: nothing to train; "
+            f"to extend the run give --max-steps (max_steps) above {step}, or a larger num_epochs",
+            path=str(checkpoint),
+            field="--max-steps",
+            reason="resume_mismatch",
+        )
+
+
+# What a checkpoint's trainer_state.json records of its run besides the config, and how a
+# difference is named. A resume under another process count sees other global batches
+# (and another data position); another model or weights dtype is another starting point
+# (and reference). Keys a checkpoint lacks (written before they were recorded) are not checked.
+RUN_IDENTITY = {
+    "objective": "objective",
+    "data": "prepared data",
+    "processes": "processes",
+    "model": "model",
+    "dtype": "weights dtype",
+}
+
+
+def _identity_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{label} {saved[key]} -> {current[key]}"
+        for key, label in RUN_IDENTITY.items()
+        if key in saved and key in current and saved[key] != current[key]
+    ]
+
+
+def _config_differences(checkpoint: Path, config: TrainConfig) -> list[str]:
+    saved = _saved_config(checkpoint)
+    if saved is None:
+        return []
+    return [
+        f"{name} {saved[name]!r} -> {value!r}"
+        for name, value in config.to_dict().items()
+        if name not in RESUME_MAY_CHANGE and name in saved and not _same_value(saved[name], value)
+    ]
+
+
+def _refuse_other_settings(checkpoint: Path, differences: Sequence[str]) -> None:
+    if differences:
+        raise InputError(
+            f"the checkpoint was trained with other settings ({'; '.join(differences)}); resume with the "
+            "checkpoint's settings, or start a new run (--overwrite or another --output)",
+            path=str(checkpoint),
+            field="--resume",
+            reason="resume_mismatch",
+        )
+
+
+def model_identity(name: str) -> str:
+    """How a run records its model: a local folder by its absolute path, a hub id or type as is."""
+    path = Path(name)
+    return str(path.resolve()) if name and path.exists() else name
+
+
+def _weights_dtype(model: torch.nn.Module) -> str:
+    """``"float32"``, ``"bfloat16"``...: the dtype of the model's first floating-point parameter."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return str(dtype).removeprefix("torch.")
 
 
 def clear_previous_run(output_dir: Path) -> None:
