@@ -192,6 +192,26 @@ def test_abandoned_lock_expires_and_goes_to_someone_else(db_url, tmp_path) -> No
     env.db.dispose()
 
 
+def test_own_expired_lock_comes_back_to_its_holder(db_url, tmp_path) -> None:
+    """Back from lunch, the lock ran out but nobody took the task: it is still the
+    holder's, renewed, rather than lost to them (and to everyone else, by the unique key)."""
+    env = make_env(db_url, tmp_path, n_tasks=2, lock_seconds=120)
+    ann, bob = env.client("ann"), env.client("bob")
+    mine = claim(ann)
+    with env.db.write() as s:
+        s.execute(
+            update(Assignment)
+            .where(Assignment.id == mine["assignment_id"])
+            .values(expires_at=time.time() - 1)
+        )
+    again = claim(ann)
+    assert again["assignment_id"] == mine["assignment_id"] and again["status"] == "locked"
+    assert again["expires_at"] > time.time() + 60  # renewed
+    assert claim(bob)["task_id"] != mine["task_id"]  # and held again: bob gets the other task
+    assert submit(ann, mine["assignment_id"]).status_code == 201
+    env.db.dispose()
+
+
 def test_release_gives_the_task_back(env) -> None:
     ann, bob = env.client("ann"), env.client("bob")
     # bob holds task 1, ann task 2; ann skips hers, bob submits and gets the released one
@@ -439,6 +459,20 @@ def test_review_accept_and_return_with_comment(env) -> None:
     assert rex.post(f"/api/review/{mine['assignment_id']}", json={"accept": True}).status_code == 403
 
 
+def test_review_queue_holds_others_work_not_the_reviewers_own(env) -> None:
+    """A reviewer who also annotates sees the work of others, never her own (which she may
+    not review): her own submits must not fill the queue and hide theirs."""
+    ann, rita, ada = env.client("ann"), env.client("rita"), env.client("ada")
+    own = claim(rita)["assignment_id"]
+    assert submit(rita, own, key="k-rita-1").status_code == 201
+    other = claim(ann)["assignment_id"]
+    assert submit(ann, other, key="k-ann-1").status_code == 201
+    assert [q["assignment_id"] for q in rita.get("/api/review/queue").json()["items"]] == [other]
+    assert [q["assignment_id"] for q in ada.get("/api/review/queue").json()["items"]] == [own, other]
+    # the queue's limit counts only what the reviewer may review
+    assert [q["assignment_id"] for q in service.review_queue(env.db, env.user("rita"), limit=1)] == [other]
+
+
 def test_double_annotation_two_different_annotators_and_agreement(db_url, tmp_path) -> None:
     env = make_env(db_url, tmp_path, n_tasks=2, double_share=1.0)
     ann, bob = env.client("ann"), env.client("bob")
@@ -522,6 +556,35 @@ def test_model_text_is_returned_verbatim_and_the_page_forbids_inline_script(db_u
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     env.db.dispose()
+
+
+def test_text_no_database_can_store_is_refused_with_422(env) -> None:
+    """A NUL character (PostgreSQL's text cannot hold it: a 500 there) or a lone surrogate
+    in any text of a request: 422 naming the field, on every backend; nothing stored."""
+    ann, rita = env.client("ann"), env.client("rita")
+    aid = claim(ann)["assignment_id"]
+    for text in ["o\\u0000ne", "o\\ud83dne"]:  # as JSON escapes
+        body = (
+            '{"idempotency_key": "k-bad-1", "correct": false, "edits": '
+            f'[{{"start": 10, "end": 13, "text": "{text}", "category": "number"}}]}}'
+        )
+        res = ann.post(
+            f"/api/assignments/{aid}/submit", content=body, headers={"content-type": "application/json"}
+        )
+        assert res.status_code == 422, res.text
+    res = submit(ann, aid, edits=[{"start": 10, "end": 13, "text": "o\x00ne", "category": "number"}])
+    assert res.status_code == 422 and res.json()["detail"][0]["loc"] == ["body", "edits", 0, "text"]
+    assert "NUL" in res.json()["detail"][0]["msg"]
+    assert n_submissions(env) == 0
+    assert env.client().post("/api/login", json={"name": "ann\x00", "password": PASSWORD}).status_code == 422
+    assert submit(ann, aid).status_code == 201
+    res = rita.post(f"/api/review/{aid}", json={"accept": False, "comment": "fix\x00 this"})
+    assert res.status_code == 422 and res.json()["detail"][0]["loc"] == ["body", "comment"]
+    res = env.client("ada").post(
+        "/api/admin/users", json={"name": "eve\x00", "role": "annotator", "password": PASSWORD}
+    )
+    assert res.status_code == 422
+    assert rita.post(f"/api/review/{aid}", json={"accept": True}).json() == {"status": "accepted"}
 
 
 def test_ids_beyond_the_integer_range_are_refused(env) -> None:

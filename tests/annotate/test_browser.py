@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, update
+from sqlalchemy import select as sql_select
 
+from rlhfv.annotate.db import Assignment, AuthSession, Database, Submission, User
 from rlhfv.data.io import read_jsonl
 from tests.annotate.conftest import (
     ANSWERS,
@@ -57,20 +60,26 @@ SELECT_JS = """([start, end]) => {
 }"""
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    home = tmp_path / "home"
-    gen = tmp_path / "gen.jsonl"
+def start_server(home: Path, tasks: list[tuple[str, str, str]], users: dict[str, str]) -> ServerProcess:
+    """``rlhfv annotate serve`` over ``(id, question, answer)`` tasks and ``{name: role}`` accounts."""
+    gen = home.parent / "gen.jsonl"
     rows = [
-        {"id": "apples", "image": str(IMAGES[0]), "question": ANSWERS[0][0], "answer": ANSWERS[0][1]},
-        {"id": "evil", "image": str(IMAGES[1]), "question": EVIL, "answer": EVIL},
+        {"id": task_id, "image": str(IMAGES[i]), "question": q, "answer": a}
+        for i, (task_id, q, a) in enumerate(tasks)
     ]
     gen.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cli("import", str(gen), home=home).returncode == 0
-    for name, role in [("ann", "annotator"), ("rita", "reviewer")]:
+    for name, role in users.items():
         res = cli("user", "add", name, "--role", role, stdin=PASSWORD + "\n", home=home)
         assert res.returncode == 0, res.stderr
-    proc = ServerProcess(home).wait_ready()
+    return ServerProcess(home).wait_ready()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    home = tmp_path / "home"
+    tasks = [("apples", *ANSWERS[0]), ("evil", EVIL, EVIL)]
+    proc = start_server(home, tasks, {"ann": "annotator", "rita": "reviewer"})
     yield proc, home
     proc.stop()
 
@@ -95,11 +104,11 @@ def wait_until(page, js: str, timeout: float = 15.0) -> None:  # noqa: ANN001
         time.sleep(0.05)
 
 
-def select(page, start: int, end: int) -> None:  # noqa: ANN001
+def select(page, start: int, end: int, answer: str = ANSWERS[0][1]) -> None:  # noqa: ANN001
     """Select ``[start, end)`` of the answer and wait for the page to take it: the
     ``selectionchange`` event comes later and would overwrite a correction typed before it."""
     page.evaluate(SELECT_JS, [start, end])
-    text = ANSWERS[0][1][start:end]
+    text = answer[start:end]
     wait_until(page, f"document.getElementById('selected').textContent === {json.dumps(text)}")
 
 
@@ -261,3 +270,84 @@ def test_changed_edits_after_a_lost_answer_get_a_new_key(server, browser) -> Non
     page.evaluate("state.pendingKey = 'stale-key'")
     page.keyboard.press("u")
     assert page.evaluate("state.pendingKey") is None
+
+
+LINES = "There are two red apples.\nA knife lies on the table."
+
+
+def test_work_survives_a_refresh_and_a_new_login_and_a_lost_lock_is_shown(tmp_path: Path, browser) -> None:
+    """Corrections keep the answer's line breaks; unsubmitted work survives a page refresh
+    and an expired session; a lock lost to another annotator is said, and not submitted into."""
+    home = tmp_path / "home"
+    tasks = [("lines", "Q?", LINES), ("apples", *ANSWERS[0])]
+    proc = start_server(home, tasks, {"ann": "annotator", "bob": "annotator"})
+    db = Database(f"sqlite:///{home / 'annotate.db'}")
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        # the lock heartbeat (every 5 s or more), cut short
+        page.add_init_script(
+            "{ const si = window.setInterval; window.setInterval = (f, ms, ...a) => si(f, Math.min(ms, 100), ...a); }"
+        )
+        login(page, proc.url, "ann")
+        ready = "document.getElementById('answer').textContent.includes('apples') && !document.getElementById('task-view').hidden"
+        wait_until(page, ready)
+
+        # a selection across the line break: the box keeps it, and so does the correction
+        start, end = LINES.index("red"), LINES.index("knife") + len("knife")
+        select(page, start, end, LINES)
+        assert page.input_value("#correction") == "red apples.\nA knife"
+        page.fill("#correction", "green apples.\nA knife")
+        page.click("#categories button[data-category=attribute]")
+        page.press("#correction", "Enter")
+        assert page.locator("#diff ins").all_text_contents() == ["green apples.\nA knife"]
+
+        # a refresh keeps the unsubmitted correction
+        page.reload()
+        wait_until(page, ready)
+        assert page.locator("#edit-list li").count() == 1
+        assert page.text_content("#status").startswith("Restored your unsubmitted work")
+
+        # the session ends: the next request (the heartbeat) asks to log in again, and the
+        # work is there after it
+        with db.write() as s:
+            s.execute(update(AuthSession).values(expires_at=0))
+        wait_until(page, "!document.getElementById('login-view').hidden")
+        assert "log in again" in page.text_content("#login-error")
+        page.fill("#login-name", "ann")
+        page.fill("#login-password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        wait_until(page, ready + " && document.querySelectorAll('#edit-list li').length === 1")
+        page.click("#submit")
+        wait_until(
+            page, "document.getElementById('answer').textContent.startsWith('There are two red apples and')"
+        )
+        with db.read() as s:
+            assert s.scalar(sql_select(Submission.corrected)) == LINES.replace("red", "green")
+        assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('rlhfv-draft:'))") == []
+
+        # the next task's lock goes to bob (as his claim of it, expired, would): the page says so
+        two = ANSWERS[0][1].index("two")
+        select(page, two, two + 3)
+        page.fill("#correction", "one")
+        page.press("#correction", "Alt+3")
+        page.press("#correction", "Enter")
+        assert page.locator("#edit-list li").count() == 1
+        with db.write() as s:
+            bob = s.scalar(sql_select(User.id).where(User.name == "bob"))
+            s.execute(
+                update(Assignment)
+                .where(Assignment.status == "locked")
+                .values(annotator_id=bob, expires_at=time.time() + 600)
+            )
+        wait_until(
+            page, "document.getElementById('status').textContent.startsWith('You no longer hold this task')"
+        )
+        assert page.is_disabled("#submit")
+        page.keyboard.press("Control+Enter")
+        time.sleep(0.3)
+        assert page.text_content("#status").startswith("You no longer hold this task")
+        with db.read() as s:
+            assert s.scalar(sql_select(func.count()).select_from(Submission)) == 1
+    finally:
+        db.dispose()
+        proc.stop()

@@ -22,6 +22,7 @@ from rlhfv.annotate import service
 from rlhfv.annotate.app import Settings
 from rlhfv.annotate.db import Database, Submission, Task
 from rlhfv.annotate.edits import Edit
+from rlhfv.annotate.export import corrections_for_export
 from rlhfv.annotate.store import image_file, import_generations, store_image
 from rlhfv.cli import main
 from rlhfv.data.io import read_jsonl, read_parquet
@@ -103,6 +104,28 @@ def test_import_parquet_with_image_bytes(tmp_path: Path) -> None:
         ),
         ({"image": "IMG", "question": "q", "answer": ""}, "row 2: field answer: must be a non-empty string"),
         ({"image": "IMG", "answer": "a"}, "row 2: field question: must be a non-empty string"),
+        # text no database can store (PostgreSQL: no NUL; nothing: a lone surrogate)
+        (
+            {"image": "IMG", "question": "q", "answer": "a \x00 b"},
+            "row 2: field answer: contains the NUL character (\\u0000), which the database cannot store",
+        ),
+        (
+            {"image": "IMG", "question": "cut \ud83d emoji", "answer": "a"},
+            "row 2: field question: contains a lone UTF-16 surrogate (\\ud83d, half an emoji) at character 4",
+        ),
+        (
+            {"image": "IMG", "question": "q", "answer": "a", "id": "x\x00"},
+            "row 2: field id: contains the NUL",
+        ),
+        (
+            {"image": "IMG", "question": "q", "answer": "a", "note": ["\udfff"]},
+            "row 2: field note: contains a lone UTF-16 surrogate",
+        ),
+        # image bytes as a string (JSON has no bytes)
+        (
+            {"image": {"bytes": "iVBORw0KGgo=", "path": None}, "question": "q", "answer": "a"},
+            "row 2: field image: image bytes must be binary, not str: in JSONL give a path or a data:image/",
+        ),
     ],
 )
 def test_bad_rows_exit_2_with_one_line(
@@ -235,16 +258,43 @@ def test_unreadable_inputs_and_unwritable_outputs_exit_2_naming_the_file(
     assert not [p.name for p in tmp_path.rglob("*tmp*")]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("minutes", ["nan", "inf", "-inf", "0", "-5"])
+@pytest.mark.parametrize("minutes", ["nan", "inf", "-inf", "0", "-5", "1e307", "10081", "soon"])
 def test_serve_refuses_a_lock_time_that_is_not_a_positive_number(
     tmp_path: Path, capsys: pytest.CaptureFixture, minutes: str
 ) -> None:
-    assert run(["serve", f"--lock-minutes={minutes}", "--home", str(tmp_path)]) == 2
-    assert (
-        capsys.readouterr().err == "rlhfv: error: field lock-minutes: must be a positive number of minutes\n"
+    with pytest.raises(SystemExit) as exit_:
+        run(["serve", f"--lock-minutes={minutes}", "--home", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --lock-minutes: invalid" in err and "Traceback" not in err
+    if minutes in ("nan", "inf", "-inf", "0", "-5"):
+        with pytest.raises(ValueError, match="lock_seconds"):
+            Settings(store=tmp_path, lock_seconds=float(minutes) * 60)
+
+
+def test_a_home_that_cannot_be_one_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = write_generations(tmp_path / "gen.jsonl", n=1)
+    (tmp_path / "a-file").write_text("")
+    for home, message in [
+        (tmp_path / "a-file", "--home is a file, not a directory"),
+        (tmp_path / "a-file" / "home", "cannot create the --home directory (Not a directory)"),
+    ]:
+        assert run(["import", str(gen), "--home", str(home)]) == 2
+        assert capsys.readouterr().err == f"rlhfv: error: {home}: {message}\n"
+        stdin = PASSWORD + "\n"
+        assert (
+            run(["user", "add", "ann", "--role", "annotator", "--home", str(home)], stdin, monkeypatch) == 2
+        )
+        assert capsys.readouterr().err == f"rlhfv: error: {home}: {message}\n"
+    home = tmp_path / "home"
+    (home / "images").parent.mkdir()
+    (home / "images").write_text("")  # the image store's place is taken
+    assert run(["import", str(gen), "--home", str(home)]) == 2
+    assert capsys.readouterr().err == (
+        f"rlhfv: error: {home / 'images'}: cannot create the image store (a file is in the way)\n"
     )
-    with pytest.raises(ValueError, match="lock_seconds"):
-        Settings(store=tmp_path, lock_seconds=float(minutes) * 60)
 
 
 def test_an_older_database_gets_the_tables_added_since(tmp_path: Path) -> None:
@@ -275,7 +325,9 @@ def test_user_add_from_stdin(
     assert capsys.readouterr().err == "rlhfv: error: field password: must have at least 8 characters\n"
     with pytest.raises(SystemExit):
         run(["user", "add", "--help"])
-    assert f"at least {service.MIN_PASSWORD_CHARS} characters" in " ".join(capsys.readouterr().out.split())
+    usage = " ".join(capsys.readouterr().out.split())
+    assert f"at least {service.MIN_PASSWORD_CHARS} characters" in usage
+    assert "over the HTTP API (/api/admin/...)" in usage  # the web app has no admin screens
     db = Database(f"sqlite:///{tmp_path / 'home' / 'annotate.db'}")
     assert service.login(db, "ann", PASSWORD) is not None and service.login(db, "ann", "wrong!!!!") is None
     db.dispose()
@@ -394,6 +446,22 @@ def test_export_and_stats_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     text = capsys.readouterr().out
     assert "agreement on 1 double-annotated tasks" in text
     assert text.startswith("tasks: 3 imported, 1 completed, 0 in progress, 2 open\n")
+
+
+def test_export_keeps_imported_fields_named_like_the_apps_own(tmp_path: Path) -> None:
+    gen = tmp_path / "gen.jsonl"
+    row = {"image": str(IMAGES[0]), "question": "q", "answer": "a cat", "task_id": "b7-42", "slot": "am"}
+    gen.write_text(json.dumps(row) + "\n")
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.create_all()
+    import_generations(db, gen, tmp_path / "images")
+    service.add_user(db, "ann", "annotator", PASSWORD)
+    ann = service.user_for_token(db, service.login(db, "ann", PASSWORD))
+    service.submit(db, ann, service.claim_next(db, ann), "k-1", [Edit(2, 5, "dog", "object")], False)
+    (record,) = corrections_for_export(service.current_corrections(db), tmp_path / "images")[0]
+    assert record.source["imported_fields"] == {"task_id": "b7-42", "slot": "am"}
+    assert record.source["task_id"] == 1 and record.source["slot"] == 0
+    db.dispose()
 
 
 def test_export_leaves_out_and_reports_records_the_data_layer_rejects(

@@ -18,10 +18,10 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from rlhfv.annotate import service
-from rlhfv.annotate.db import MAX_ID, ROLES, Database
+from rlhfv.annotate.db import MAX_ID, ROLES, Database, text_problem
 from rlhfv.annotate.edits import Edit, EditError
 from rlhfv.annotate.export import corrections_for_export
 from rlhfv.annotate.service import Conflict, CurrentUser, Forbidden, NotFound
@@ -126,15 +126,26 @@ class SecurityHeaders:
 # ---------------------------------------------------------------- request bodies
 
 
+def _storable(text: str) -> str:
+    """A 422 naming the field for text no database column can hold (PostgreSQL would 500)."""
+    problem = text_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
 class LoginBody(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
+    name: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=256)
 
 
 class EditBody(BaseModel):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
-    text: str = Field(max_length=5000)
+    text: Text = Field(max_length=5000)
     category: Literal[CHANGE_CATEGORIES]  # type: ignore[valid-type]
 
 
@@ -146,13 +157,13 @@ class SubmitBody(BaseModel):
 
 class ReviewBody(BaseModel):
     accept: bool
-    comment: str = Field(default="", max_length=5000)
+    comment: Text = Field(default="", max_length=5000)
 
 
 class NewUserBody(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Text = Field(min_length=1, max_length=64)
     role: Literal[ROLES]  # type: ignore[valid-type]
-    password: str = Field(min_length=8, max_length=256)
+    password: Text = Field(min_length=8, max_length=256)
 
 
 # ---------------------------------------------------------------- who is asking
@@ -291,7 +302,7 @@ def create_app(db: Database, settings: Settings) -> Callable:
 
     @app.get("/api/review/queue")
     def review_queue(user: Reviewer) -> dict:
-        return {"items": service.review_queue(db)}
+        return {"items": service.review_queue(db, user)}
 
     @app.post("/api/review/{assignment_id}")
     def review(assignment_id: Id, body: ReviewBody, user: Reviewer) -> dict:

@@ -21,6 +21,23 @@ def _port(text: str) -> int:
     return port
 
 
+MAX_LOCK_MINUTES = 7 * 24 * 60
+
+
+def _lock_minutes(text: str) -> float:
+    """``--lock-minutes``: a positive number up to a week (nan, inf or a huge number would
+    lock a task forever)."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of minutes {text!r}") from None
+    if not 0 < minutes <= MAX_LOCK_MINUTES:  # False for nan
+        raise argparse.ArgumentTypeError(
+            f"invalid lock time {text}: expected a number of minutes above 0, at most {MAX_LOCK_MINUTES} (a week)"
+        )
+    return minutes
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``rlhfv annotate ...``."""
     p = subparsers.add_parser(
@@ -47,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("--host", default="127.0.0.1", help="[%(default)s]")
     q.add_argument("--port", type=_port, default=8000, help="[%(default)s]")
-    q.add_argument("--lock-minutes", type=float, default=30.0, help="task lock time limit [%(default)s]")
+    q.add_argument(
+        "--lock-minutes",
+        type=_lock_minutes,
+        default=30.0,
+        help=f"task lock time limit, above 0 and at most {MAX_LOCK_MINUTES} [%(default)s]",
+    )
     q.add_argument(
         "--secure-cookie", action="store_true", help="mark the session cookie Secure (behind an HTTPS proxy)"
     )
@@ -88,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("annotator", "reviewer", "admin"),
         required=True,
         help="annotator: corrects answers; reviewer: also accepts or rejects corrections; "
-        "admin: also manages accounts, exports and stats in the web app",
+        "admin: also adds accounts, exports and reads stats over the HTTP API (/api/admin/...)",
     )
     q.set_defaults(func=_user_add)
 
@@ -141,7 +163,7 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
             raise InputError(
                 f"no annotation database in {home}: {_setup_hint(args)}", field="home", reason="no_database"
             )
-        home.mkdir(parents=True, exist_ok=True)
+        _make_home(home)
         url = f"sqlite:///{(home / 'annotate.db').resolve()}"
     try:
         db = Database(url)
@@ -164,16 +186,26 @@ def _open(args: argparse.Namespace, create: bool = True):  # noqa: ANN202
     return db, home / "images"
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import math
+def _make_home(home: Path) -> None:
+    """Create ``--home`` (an InputError saying why not: a file there, no permission)."""
+    from rlhfv.errors import InputError
 
+    if home.exists() and not home.is_dir():
+        raise InputError("--home is a file, not a directory", path=str(home), reason="bad_home")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"cannot create the --home directory ({err.strerror or err})", path=str(home), reason="bad_home"
+        ) from err
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rlhfv.annotate.app import Settings, create_app
     from rlhfv.errors import InputError
 
-    if not math.isfinite(args.lock_minutes) or args.lock_minutes <= 0:  # nan or inf would lock forever
-        raise InputError("must be a positive number of minutes", field="lock-minutes", reason="bad_option")
     db, store = _open(args, create=False)  # a fresh database would have no account to log in with
     from sqlalchemy import func, select
 

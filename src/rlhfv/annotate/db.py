@@ -42,6 +42,19 @@ def now() -> float:
     return time.time()
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored, or None: PostgreSQL's text type cannot hold the NUL
+    character, and a lone UTF-16 surrogate (half an emoji) is no UTF-8 on any backend."""
+    if "\x00" in text:
+        return "contains the NUL character (\\u0000), which the database cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        return f"contains a lone UTF-16 surrogate (\\u{code:04x}, half an emoji) at character {err.start}"
+    return None
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -11,11 +11,23 @@ from rlhfv.data.io import check_correction
 from rlhfv.data.schema import ChangedSegment, Correction
 from rlhfv.errors import InputError
 
+IMPORTED_CLASHES = "imported_fields"
+
 
 def to_correction(c: CurrentCorrection, store: Path) -> Correction:
     """One current submission as a record: the image as an absolute path into the store,
     the annotator's labelled segments as character spans on both answers."""
     record_id = c.external_id if c.n_annotations == 1 else f"{c.external_id}@{c.annotator}"
+    app = {
+        "task_id": c.task_id,
+        "slot": c.slot,
+        "double_annotated": c.n_annotations > 1,
+        "review_status": c.status,
+        "marked_correct": c.is_correct,
+        "submitted_at": c.submitted_at,
+    }
+    # the imported row's own fields of these names are kept, under IMPORTED_CLASHES
+    clashes = {k: c.source[k] for k in (*app, IMPORTED_CLASHES) if k in c.source}
     return Correction(
         image=str((store / c.image_name).resolve()),
         question=c.question,
@@ -23,15 +35,7 @@ def to_correction(c: CurrentCorrection, store: Path) -> Correction:
         corrected=c.corrected,
         annotator=c.annotator,
         segments=[ChangedSegment.from_dict(d) for d in c.segments],
-        source={
-            **c.source,
-            "task_id": c.task_id,
-            "slot": c.slot,
-            "double_annotated": c.n_annotations > 1,
-            "review_status": c.status,
-            "marked_correct": c.is_correct,
-            "submitted_at": c.submitted_at,
-        },
+        source={**c.source, **app, **({IMPORTED_CLASHES: clashes} if clashes else {})},
         id=record_id,
     )
 

@@ -131,10 +131,17 @@ def _held_by(user_id: int, t: float):
     )
 
 
+def _kept_by(user_id: int):
+    """What the user can take up again: ``_held_by``, and a lock of theirs that expired
+    while nobody else took the task (a claim by another would have made it theirs)."""
+    return and_(Assignment.annotator_id == user_id, Assignment.status.in_(("locked", "returned")))
+
+
 def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LOCK_SECONDS) -> int | None:
     """The id of the assignment the user should work on now, locked to them; None if none left.
 
-    A task returned by review or one the user already holds comes first. Otherwise the
+    A task returned by review or one the user already holds (its lock renewed, even
+    after it expired, as long as nobody else took the task) comes first. Otherwise the
     first claimable slot is taken (tasks the user skipped last, the one skipped longest
     ago first, so *Skip* moves on) with a conditional UPDATE (``WHERE`` still claimable):
     of two annotators racing for it, exactly one UPDATE matches a row; the unique
@@ -150,17 +157,25 @@ def claim_next(db: Database, user: CurrentUser, lock_seconds: float = DEFAULT_LO
                 s.execute(select(User.id).where(User.id == user.id).with_for_update())
                 held = s.scalar(
                     select(Assignment.id)
-                    .where(_held_by(user.id, t))
+                    .where(_kept_by(user.id))
                     .order_by(Assignment.status.desc(), Assignment.id)  # returned before locked
                     .limit(1)
                 )
                 if held is not None:
-                    s.execute(
+                    # a renewed lock; WHERE still theirs: a concurrent claim may take an expired one
+                    renewed = s.execute(
                         update(Assignment)
-                        .where(Assignment.id == held, Assignment.status == "locked")
-                        .values(expires_at=t + lock_seconds)
-                    )
-                    return held
+                        .where(Assignment.id == held, _kept_by(user.id))
+                        .values(
+                            expires_at=case(
+                                (Assignment.status == "locked", t + lock_seconds), else_=Assignment.expires_at
+                            )
+                        )
+                        .execution_options(synchronize_session=False)
+                    ).rowcount
+                    if renewed == 1:
+                        return held
+                    continue  # another annotator took the expired lock meanwhile: look again
                 mine = aliased(Assignment)
                 claimable = select(Assignment.id).where(
                     _claimable(t),
@@ -434,13 +449,14 @@ def _receipt(sub: Submission) -> dict:
 # ---------------------------------------------------------------- review
 
 
-def review_queue(db: Database, limit: int = 50) -> list[dict]:
+def review_queue(db: Database, reviewer: CurrentUser, limit: int = 50) -> list[dict]:
+    """The first ``limit`` submitted assignments the reviewer may review: not their own."""
     with db.read() as s:
         rows = s.execute(
             select(Assignment.id, Task.external_id, User.name)
             .join(Task, Task.id == Assignment.task_id)
             .join(User, User.id == Assignment.annotator_id)
-            .where(Assignment.status == "submitted")
+            .where(Assignment.status == "submitted", Assignment.annotator_id != reviewer.id)
             .order_by(Assignment.id)
             .limit(limit)
         ).all()

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rlhfv.annotate.db import Assignment, Database, Task
+from rlhfv.annotate.db import Assignment, Database, Task, text_problem
 from rlhfv.errors import InputError
 
 IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
@@ -71,8 +71,17 @@ def _image_bytes(value: Any, base: Path, where: dict) -> tuple[bytes, Path | Non
     """Image bytes from a path (relative to the input file), a ``data:image/...;base64,`` URI,
     raw bytes or ``{bytes, path}``, and the file they were read from (None for bytes)."""
     if isinstance(value, dict):
-        if value.get("bytes"):
-            return bytes(value["bytes"]), None
+        data = value.get("bytes")
+        if data:
+            if not isinstance(data, (bytes, bytearray)):  # JSON has no bytes: a string is not the image
+                raise InputError(
+                    f"image bytes must be binary, not {type(data).__name__}: "
+                    "in JSONL give a path or a data:image/...;base64,... URI",
+                    field="image",
+                    reason="bad_image",
+                    **where,
+                )
+            return bytes(data), None
         value = value.get("path")
     if isinstance(value, (bytes, bytearray)):
         return bytes(value), None
@@ -152,6 +161,13 @@ def import_generations(
     if not 0.0 <= double_share <= 1.0:
         raise InputError("must be in [0, 1]", field="--double-share", reason="bad_option")
     path = Path(path)
+    try:
+        Path(store).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = "a file is in the way" if Path(store).is_file() else err.strerror or str(err)
+        raise InputError(
+            f"cannot create the image store ({reason})", path=str(store), reason="bad_store"
+        ) from err
     counts = {"added": 0, "skipped": 0}
     batch: list[Task] = []
     for row_no, row in read_generations(path):
@@ -173,11 +189,17 @@ def _task_from_row(row: dict, path: Path, row_no: int, store: Path, double_share
             raise InputError(
                 f"longer than {MAX_TEXT_CHARS} characters", field=field, reason="too_long", **where
             )
+        _check_text(value, field, where)
     data, image_path = _image_bytes(row.get("image", row.get("image_path")), path.parent, where)
     try:
         name = store_image(store, data, image=image_path)
     except ValueError as err:
         raise InputError(str(err), field="image", reason="bad_image", **where) from err
+    except OSError as err:  # the store, not the row: disk full, no permission
+        reason = err.strerror or str(err)
+        raise InputError(
+            f"cannot write to the image store ({reason})", path=str(store), reason="bad_store"
+        ) from err
     ext_id = row.get("id")
     if ext_id is None:
         digest = hashlib.sha256(data + b"\0" + row["question"].encode() + b"\0" + row["answer"].encode())
@@ -185,11 +207,19 @@ def _task_from_row(row: dict, path: Path, row_no: int, store: Path, double_share
     ext_id = str(ext_id)
     if not ext_id or len(ext_id) > 200:
         raise InputError("id must have 1-200 characters", field="id", reason="bad_id", **where)
+    _check_text(ext_id, "id", where)
     source = {
         k: v
         for k, v in row.items()
         if k not in ("image", "image_path", "question", "answer", "id") and _is_json(v)
     }
+    for k, v in source.items():  # exported as UTF-8 JSON (where a NUL is escaped, a surrogate is not)
+        try:
+            json.dumps({k: v}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                "contains a lone UTF-16 surrogate (half an emoji)", field=str(k), reason="bad_text", **where
+            ) from None
     share_point = int(hashlib.sha256(ext_id.encode()).hexdigest()[:8], 16) / 2**32
     return Task(
         external_id=ext_id,
@@ -217,6 +247,13 @@ def _add_tasks(db: Database, tasks: list[Task], counts: dict[str, int]) -> None:
             s.flush()
             s.add_all([Assignment(task_id=task.id, slot=k, status="open") for k in range(task.n_annotations)])
             counts["added"] += 1
+
+
+def _check_text(text: str, field: str, where: dict) -> None:
+    """An InputError naming the row and field for text the database cannot store."""
+    problem = text_problem(text)
+    if problem:
+        raise InputError(problem, field=field, reason="bad_text", **where)
 
 
 def _is_json(value: Any) -> bool:

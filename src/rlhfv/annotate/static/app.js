@@ -20,6 +20,7 @@ const state = {
   category: null,
   pendingKey: null, // idempotency key of a submit not yet answered
   heartbeat: null,
+  lockLost: false, // the task's lock went to someone else: nothing to submit into
   reviewing: null,
 };
 
@@ -63,7 +64,8 @@ async function api(method, path, body) {
     data = null;
   }
   if (res.status === 401 && path !== "/api/login") {
-    showLogin();
+    // work in progress stays in its draft, restored when the task comes back after login
+    showLogin(state.user ? "Your session has ended: log in again. Your unsubmitted corrections are kept." : "");
   }
   return { ok: res.ok, status: res.status, data };
 }
@@ -84,6 +86,72 @@ function setStatus(id, text, bad) {
 function showOnly(view) {
   for (const id of ["login-view", "task-view", "done-view", "review-view"]) {
     $(id).hidden = id !== view;
+  }
+}
+
+// ------------------------------------------------------------------ drafts
+
+// Corrections not yet submitted are kept in this browser (localStorage), per user and
+// assignment, so a page refresh or an expired login loses nothing; a submit or a skip
+// clears them, and drafts left behind are dropped after DRAFT_DAYS.
+const DRAFT_PREFIX = "rlhfv-draft:";
+const DRAFT_DAYS = 14;
+
+function draftKey(assignmentId) {
+  return `${DRAFT_PREFIX}${state.user ? state.user.name : ""}:${assignmentId}`;
+}
+
+function saveDraft() {
+  if (!state.task || !state.user) return;
+  const draft = {
+    answer: state.task.answer, edits: state.edits, correct: state.correct,
+    pendingKey: state.pendingKey, savedAt: Date.now(),
+  };
+  try {
+    localStorage.setItem(draftKey(state.task.assignment_id), JSON.stringify(draft));
+  } catch (_) {
+    // storage full or disabled: the page works as before, without drafts
+  }
+}
+
+// the draft of this task, if it is one of this answer with edits that still fit it
+function loadDraft(task) {
+  let d = null;
+  try {
+    d = JSON.parse(localStorage.getItem(draftKey(task.assignment_id)));
+  } catch (_) {
+    return null;
+  }
+  if (!d || d.answer !== task.answer || !Array.isArray(d.edits)) return null;
+  const n = cpLen(task.answer);
+  const fits = (e) => Number.isInteger(e.start) && Number.isInteger(e.end) && 0 <= e.start &&
+    e.start <= e.end && e.end <= n && typeof e.text === "string" && CATEGORIES.includes(e.category);
+  return d.edits.every(fits) ? d : null;
+}
+
+function clearDraft(assignmentId) {
+  try {
+    localStorage.removeItem(draftKey(assignmentId));
+  } catch (_) {
+    // nothing stored
+  }
+}
+
+function pruneDrafts() {
+  try {
+    const old = Date.now() - DRAFT_DAYS * 86400 * 1000;
+    for (const key of Object.keys(localStorage)) {
+      if (!key.startsWith(DRAFT_PREFIX)) continue;
+      let savedAt = 0;
+      try {
+        savedAt = JSON.parse(localStorage.getItem(key)).savedAt || 0;
+      } catch (_) {
+        // unreadable: drop it
+      }
+      if (savedAt < old) localStorage.removeItem(key);
+    }
+  } catch (_) {
+    // no storage
   }
 }
 
@@ -241,6 +309,7 @@ function change(fn) {
   state.pendingKey = null;
   fn();
   state.edits.sort((a, b) => a.start - b.start || a.end - b.end);
+  saveDraft();
   renderAll();
 }
 
@@ -250,6 +319,7 @@ function undo() {
   state.pendingKey = null;
   state.edits = prev.edits;
   state.correct = prev.correct;
+  saveDraft();
   renderAll();
   setStatus("status", `Undone: ${state.edits.length} correction(s).`);
 }
@@ -393,6 +463,8 @@ async function loadNext() {
   state.history = [];
   state.selection = null;
   state.pendingKey = null;
+  state.lockLost = false;
+  $("submit").disabled = false;
   // a task returned by review starts from the annotator's previous correction
   if (task.status === "returned" && task.submission) {
     state.edits = task.submission.segments.map((s) => ({
@@ -401,6 +473,13 @@ async function loadNext() {
     }));
     state.correct = task.submission.is_correct;
   }
+  // unsubmitted work on this task (before a refresh or a new login) comes before both
+  const draft = loadDraft(task);
+  if (draft) {
+    state.edits = draft.edits;
+    state.correct = !!draft.correct;
+    state.pendingKey = draft.pendingKey || null; // a retry of a submit sent before the refresh
+  }
   $("return-note").hidden = task.status !== "returned";
   $("return-note").textContent = task.status === "returned" ? `Returned by the reviewer: ${task.review_comment || ""}` : "";
   $("question").textContent = task.question;
@@ -408,12 +487,37 @@ async function loadNext() {
   $("correction").value = "";
   showOnly("task-view");
   renderAll();
+  if (draft && (draft.edits.length || draft.correct)) {
+    setStatus("status", `Restored your unsubmitted work: ${draft.edits.length} correction(s).`);
+  }
   if (task.status === "locked") startHeartbeat(task.assignment_id);
 }
 
 function startHeartbeat(assignmentId) {
   const every = Math.max(5, Math.min(state.lockSeconds / 3, 300)) * 1000;
-  state.heartbeat = setInterval(() => api("POST", `/api/assignments/${assignmentId}/extend`), every);
+  state.heartbeat = setInterval(async () => {
+    let res;
+    try {
+      res = await api("POST", `/api/assignments/${assignmentId}/extend`);
+    } catch (_) {
+      return; // offline for a moment: the next beat tries again
+    }
+    // 403: the lock ran out and someone else took the task; 404/409: it is gone or done
+    const current = state.task && state.task.assignment_id === assignmentId;
+    if (current && [403, 404, 409].includes(res.status)) lockLost();
+  }, every);
+}
+
+function lockLost() {
+  stopHeartbeat();
+  state.lockLost = true;
+  $("submit").disabled = true;
+  setStatus(
+    "status",
+    "You no longer hold this task: its lock ran out and it went to someone else, so it cannot be submitted. " +
+      "Press Skip for the next task.",
+    true,
+  );
 }
 
 function stopHeartbeat() {
@@ -423,12 +527,14 @@ function stopHeartbeat() {
 
 async function submit() {
   if (!state.task) return;
+  if (state.lockLost) return lockLost();
   if (!state.correct && !state.edits.length) {
     return setStatus("status", "Correct at least one span, or mark the answer correct.", true);
   }
   // one key per submit, reused by every retry of it until the edits change: the server
   // records it once, and answers 409 to the key with other edits
   state.pendingKey = state.pendingKey || newKey();
+  saveDraft(); // with the key: a retry after a refresh is the same submit
   const body = { idempotency_key: state.pendingKey, edits: state.edits, correct: state.correct };
   $("submit").disabled = true;
   try {
@@ -443,6 +549,7 @@ async function submit() {
       }
       if (res.ok) {
         state.pendingKey = null;
+        clearDraft(state.task.assignment_id);
         // duplicate: an earlier try of this same submit was saved, its answer lost
         setStatus("status", res.data.duplicate ? "Saved (by an earlier try)." : "Saved.");
         return loadNext();
@@ -452,16 +559,18 @@ async function submit() {
         continue;
       }
       state.pendingKey = null;
+      if (res.status === 403) return lockLost();
       return setStatus("status", detail(res), true);
     }
     setStatus("status", "Could not save: the server does not answer. Your work is still here; try again.", true);
   } finally {
-    $("submit").disabled = false;
+    $("submit").disabled = state.lockLost;
   }
 }
 
 async function skip() {
   if (!state.task || state.task.status !== "locked") return loadNext();
+  clearDraft(state.task.assignment_id);
   await api("POST", `/api/assignments/${state.task.assignment_id}/release`);
   loadNext();
 }
@@ -474,7 +583,7 @@ function onKey(ev) {
     return submit();
   }
   if (inText && ev.target.id === "correction") {
-    if (ev.key === "Enter") {
+    if (ev.key === "Enter" && !ev.shiftKey) {
       ev.preventDefault();
       return addEdit();
     }
@@ -549,8 +658,10 @@ async function decide(accept) {
 
 // ------------------------------------------------------------------ session
 
-function showLogin() {
+// message: why the user is asked to log in again (kept until the next login)
+function showLogin(message) {
   stopHeartbeat();
+  if (message) setStatus("login-error", message, true);
   state.user = null;
   $("who").textContent = "";
   $("progress").textContent = "";
@@ -583,6 +694,7 @@ let zoom;
 document.addEventListener("DOMContentLoaded", () => {
   zoom = makeZoomable($("viewport"), $("task-image"));
   renderCategories();
+  pruneDrafts();
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const res = await api("POST", "/api/login", { name: $("login-name").value, password: $("login-password").value });
