@@ -3,7 +3,7 @@ endpoint on loopback, started per test.
 
 ``judge_server.script`` is a list of (status, reply text) answered in order; when it is
 empty, ``judge_server.reply(request_json) -> str`` answers with status 200. A 429 carries
-``Retry-After: 0``. Every request
+``Retry-After: judge_server.retry_after`` ("0" unless a test sets it). Every request
 received is kept in ``judge_server.requests``.
 """
 
@@ -38,6 +38,7 @@ class JudgeServer:
     script: list[tuple[int, str]] = field(default_factory=list)
     reply: Callable[[dict[str, Any]], str] = lambda request: "None"
     requests: list[dict[str, Any]] = field(default_factory=list)
+    retry_after: str = "0"
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def judge_server() -> Iterator[JudgeServer]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             if status == 429:
-                self.send_header("Retry-After", "0")
+                self.send_header("Retry-After", state.retry_after)
             self.end_headers()
             self.wfile.write(data)
 

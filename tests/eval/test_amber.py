@@ -73,7 +73,10 @@ def test_hand_worked(files):
     assert d["f1"] == pytest.approx(2 / 3)
     assert result.discriminative["existence"]["accuracy"] == pytest.approx(1 / 2)
     assert result.n_generative == 2 and result.n_discriminative == 4
-    assert {k: v["count"] for k, v in result.problems.items()} == {"unknown_id": 1, "unparsed_answer": 1}
+    # the second answer to item 4 is not scored: the item would weigh double
+    assert {k: v["count"] for k, v in result.problems.items()} == {"unknown_id": 1, "duplicate_id": 1}
+    unparsed = score_amber(bench, [(3, "Perhaps."), (4, "Yes")])
+    assert unparsed.n_discriminative == 1 and unparsed.problems["unparsed_answer"]["count"] == 1
     assert {m.name: m.higher_is_better for m in AMBER_GENERATIVE_METRICS} == {
         "chair": False,
         "cover": True,
@@ -159,6 +162,33 @@ def test_cli_amber(files, capsys):
         ({"id": 1, "type": "generative"}, "row 1: field truth: missing"),
         ({"type": "generative", "truth": []}, "row 1: field id: missing"),
         ("not an object", "row 1: not a JSON object"),
+        # a string would be read letter by letter, null crash later
+        (
+            {"id": 1, "type": "generative", "truth": "dog"},
+            "row 1: field truth: expected a list of words, got str",
+        ),
+        (
+            {"id": 1, "type": "generative", "truth": None},
+            "row 1: field truth: expected a list of words, got NoneType",
+        ),
+        (
+            {"id": 1, "type": "generative", "truth": ["dog"], "hallu": "cat"},
+            "row 1: field hallu: expected a list of words, got str",
+        ),
+        (
+            {"id": 1, "type": "generative", "truth": ["dog", 3]},
+            "row 1: field truth: expected a list of words, got a list with non-strings",
+        ),
+        (
+            {"id": 1, "type": "discriminative-existence", "truth": None},
+            "row 1: field truth: a discriminative item's truth is 'yes' or 'no', got None",
+        ),
+        (
+            {"id": 1, "type": "discriminative-existence", "truth": "maybe"},
+            "row 1: field truth: a discriminative item's truth is 'yes' or 'no', got 'maybe'",
+        ),
+        ({"id": 1.5, "type": "generative", "truth": []}, "row 1: field id: not an integer: 1.5"),
+        ({"id": True, "type": "generative", "truth": []}, "row 1: field id: not an integer: True"),
     ],
 )
 def test_bad_annotation_items_name_the_row_and_field(tmp_path, item, message):
@@ -193,3 +223,36 @@ def test_cli_amber_finds_truncated_and_missing_images_before_loading_the_model(t
         f"rlhfv: error: {tmp_path / 'queries.json'}: field image: 2 of 3 images not found or unreadable, "
         f"e.g. row 2: image file {image_dir / 'AMBER_2.jpg'} cannot be decoded (image file is truncated"
     )
+
+
+def test_annotation_ids_and_relation_lists_are_checked(tmp_path):
+    from rlhfv.errors import InputError
+
+    annotations, relation = tmp_path / "a.json", tmp_path / "r.json"
+    relation.write_text("{}")
+    item = {"id": 4, "type": "generative", "truth": ["dog"]}
+    annotations.write_text(json.dumps([item, item | {"id": "4"}]))
+    with pytest.raises(InputError, match="row 2: field id: id 4 repeats row 1; ids must be unique"):
+        load_amber(annotations, relation)
+    annotations.write_text(json.dumps([item, {"id": "null", "hallu": None} | item | {"id": "5"}]))
+    relation.write_text(json.dumps({"dog": "puppy"}))
+    with pytest.raises(InputError, match="field 'dog': expected a list of words, got str"):
+        load_amber(annotations, relation)
+    relation.write_text(json.dumps({"dog": ["puppy"]}))
+    bench = load_amber(annotations, relation)
+    assert sorted(bench.items) == [4, 5] and bench.items[5].hallu == ()  # null hallu: none listed
+
+
+def test_answer_ids_that_repeat_or_are_no_integers_are_reported(files):
+    bench = load_amber(files / "annotations.json", files / "relation.json")
+    answers = [(3, "No."), ("3", "Yes."), (4.0, "Yes."), (True, "Yes."), ("four", "Yes."), (4, "Yes.")]
+    result = score_amber(bench, answers)
+    assert result.n_discriminative == 2  # the first answer to 3, and 4
+    assert result.problems["duplicate_id"]["examples"] == [
+        "answer id '3' answered again; the first answer is kept"
+    ]
+    assert result.problems["unknown_id"]["count"] == 3
+    assert result.problems["unknown_id"]["examples"][:2] == [
+        "answer id 4.0 is not an integer",
+        "answer id True is not an integer",
+    ]

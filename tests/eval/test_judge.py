@@ -54,6 +54,17 @@ def test_429_honours_retry_after_and_gives_up_with_an_error(judge_server, tmp_pa
     assert not list(tmp_path.rglob("*.json"))  # failures are not cached
 
 
+@pytest.mark.parametrize("header", ["-1", "-0.5", "nan"])
+def test_a_negative_or_nan_retry_after_is_retried_at_once(judge_server, tmp_path, header):
+    """time.sleep(-1) raised ValueError: the retry crashed instead of happening."""
+    judge_server.retry_after = header
+    judge_server.script = [(429, "slow down"), (200, "fine")]
+    start = time.monotonic()
+    with ChatClient(judge_server.url, "m", cache_dir=tmp_path, max_retries=1, backoff_s=0.01) as client:
+        assert client.complete(MSG) == "fine"
+    assert time.monotonic() - start < 4 and len(judge_server.requests) == 2
+
+
 def test_client_errors_are_not_retried(judge_server):
     judge_server.script = [(401, "bad key")]
     with (

@@ -230,3 +230,20 @@ def test_cli_mmhal_allow_partial_accepts_a_judge_failure(judge_server, tmp_path,
     assert "n_rated: 2" in captured.out
     assert "1 answer not scored because the judge endpoint failed" in captured.err
     assert "exit status 1" not in captured.err
+
+
+@pytest.mark.parametrize("content", ["dog, cat", 3, ["dog", None]])
+def test_image_content_must_be_a_list_of_names(tmp_path, content):
+    """A string was listed to the judge letter by letter ("d, o, g, ...")."""
+    from rlhfv.errors import InputError
+
+    questions = json.loads(TEMPLATE.read_text())[:2]
+    questions[1]["image_content"] = content
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps(questions))
+    with pytest.raises(InputError) as err:
+        load_mmhal(path)
+    assert str(err.value).startswith(f"{path}: row 2: field image_content: expected a list of object names")
+    questions[1]["image_content"] = None  # absent or null: no objects listed
+    path.write_text(json.dumps(questions))
+    assert load_mmhal(path)[1].image_content == ()

@@ -132,3 +132,48 @@ def test_a_local_model_loads_by_its_folder(yes_no_model):
     model, processor = load_model(yes_no_model, device="cpu", dtype="float32")
     assert type(model).__name__ == "LlavaForConditionalGeneration" and not model.training
     assert processor.tokenizer.convert_tokens_to_ids("yes") != processor.tokenizer.unk_token_id
+
+
+def test_pope_score_saves_generated_answers(yes_no_model, tmp_path, capsys):
+    annotations = tmp_path / "ann.jsonl"
+    rows = [
+        {"id": str(i), "image": f"{i}.jpg", "instances": [{"category": c} for c in cats]}
+        for i, cats in enumerate([["dog", "cat"], ["bus"]])
+    ]
+    annotations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    image_dir = _image_dir(tmp_path, ["0.jpg", "1.jpg"])
+    questions = tmp_path / "q.jsonl"
+    build = ["eval", "pope", "build", "--annotations", str(annotations), "--out", str(questions)]
+    assert main([*build, "--split", "random", "--n-images", "1", "--per-image", "1"]) == 0
+    capsys.readouterr()
+    saved = tmp_path / "answers.jsonl"
+    score = ["eval", "pope", "score", "--questions", str(questions), "--json"]
+    gen = ["--model", yes_no_model, "--image-dir", str(image_dir), "--max-new-tokens", "4"]
+    assert main([*score, *gen, "--save-answers", str(saved)]) in (0, 2)  # 2: no answer parsed
+    generated = capsys.readouterr()
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [0, 1] and all(isinstance(r["answer"], str) for r in rows)
+    # the saved file scores the same as the run that wrote it
+    assert main([*score, "--answers", str(saved)]) in (0, 2)
+    assert capsys.readouterr().out == generated.out
+
+
+def test_mmhal_keeps_generated_answers_when_the_judge_fails(yes_no_model, closed_port_url, tmp_path, capsys):
+    questions = json.loads((SHARED / "mmhal_bench_template.json").read_text())[:2]
+    qfile = tmp_path / "mmhal.json"
+    qfile.write_text(json.dumps(questions))
+    image_dir = _image_dir(tmp_path, [f"{q['image_id']}.jpg" for q in questions])
+    saved = tmp_path / "answers.json"
+    args = ["eval", "mmhal", "--questions", str(qfile), "--image-dir", str(image_dir)]
+    args += ["--base-url", closed_port_url, "--max-retries", "0", "--cache-dir", str(tmp_path / "c")]
+    gen = ["--model", yes_no_model, "--max-new-tokens", "4", "--preset", "greedy"]
+    assert main([*args, *gen, "--save-answers", str(saved)]) == 2  # nothing could be rated
+    assert "endpoint_unreachable" in capsys.readouterr().err
+    answers = json.loads(saved.read_text())
+    assert [a["image_id"] for a in answers] == [q["image_id"] for q in questions]
+    assert all(isinstance(a["model_answer"], str) for a in answers)
+    # --answers and --model together: refused, not one of them silently ignored
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *gen, "--answers", str(saved)])
+    assert exit_info.value.code == 2
+    assert "argument --answers: not allowed with argument --model" in capsys.readouterr().err

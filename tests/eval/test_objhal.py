@@ -163,6 +163,9 @@ def test_cli_objhal_finds_missing_images_before_loading_the_model(question_file,
         ("--limit", "0", "argument --limit: must be 1 or more, got 0"),
         ("--limit", "-2", "argument --limit: must be 1 or more, got -2"),
         ("--num-beams", "0", "argument --num-beams: must be 1 or more, got 0"),
+        ("--repetition-penalty", "0", "argument --repetition-penalty: must be a number above 0, got 0"),
+        ("--repetition-penalty", "-1.1", "argument --repetition-penalty: must be a number above 0, got -1.1"),
+        ("--repetition-penalty", "nan", "argument --repetition-penalty: must be a number above 0, got nan"),
     ],
 )
 def test_cli_objhal_refuses_bad_option_values(question_file, tmp_path, capsys, option, value, message):
@@ -385,3 +388,117 @@ def test_cli_objhal_images_pillow_refuses_oddly_are_one_line_errors(
         f"rlhfv: error: {question_file}: field image: 1 of {len(rows)} images not found or unreadable, "
         f"e.g. row 2: image file {tmp_path / 'bad.png'} cannot be decoded"
     )
+
+
+def test_a_relative_question_path_resolves_images_once_from_any_cwd(tmp_path, monkeypatch, capsys):
+    """An image path relative to a question file given by a relative path was joined with
+    the file's folder twice ("sub/sub/imgs/a.jpg") and reported as missing."""
+    from rlhfv.eval.generate import load_image
+    from rlhfv.eval.objhal import check_question_images, load_questions
+
+    (tmp_path / "sub" / "imgs").mkdir(parents=True)
+    (tmp_path / "sub" / "imgs" / "a.jpg").write_bytes(IMAGES[0].read_bytes())
+    row = {"image_id": json.loads(COCO80.read_text().splitlines()[0])["id"], "question": "Describe."}
+    (tmp_path / "sub" / "q.jsonl").write_text(json.dumps(row | {"image": "imgs/a.jpg"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    for given in ("sub/q.jsonl", tmp_path / "sub" / "q.jsonl"):
+        questions = load_questions(given)
+        check_question_images(questions, given)  # no InputError
+        assert Path(questions[0].image) == tmp_path / "sub" / "imgs" / "a.jpg"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the resolved path does not depend on the cwd
+    assert load_image(questions[0].image).size == load_image(IMAGES[0]).size
+    monkeypatch.chdir(tmp_path)
+    # the CLI gets past the image check to the (missing) model
+    args = ["eval", "objhal", "--questions", "sub/q.jsonl", "--annotations", str(COCO80)]
+    assert main([*args, "--model", "no-model", "--out", "run", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no-model: field --model" in err and "image" not in err
+
+
+def test_generate_answers_hands_over_each_batch(tiny_llava):
+    model, processor = tiny_llava
+    settings = generation_settings("greedy", max_new_tokens=4)
+    batches: list[tuple[int, list[str]]] = []
+    answers = generate_answers(
+        model,
+        processor,
+        IMAGES[:3],
+        PROMPTS,
+        batch_size=2,
+        on_batch=lambda s, b: batches.append((s, b)),
+        **settings,
+    )
+    assert batches == [(0, answers[:2]), (2, answers[2:])]
+
+
+def test_objhal_saves_answers_per_batch_and_resumes_from_them(tiny_llava, question_file, tmp_path):
+    """An interrupted run leaves answers.partial.jsonl; a rerun with the same model and
+    settings keeps those answers and generates only the rest."""
+    from rlhfv.eval.objhal import PARTIAL, load_questions
+
+    model, processor = tiny_llava
+    model_dir = tmp_path / "tiny-llava"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    settings = generation_settings("greedy", max_new_tokens=4)
+    qs = load_questions(question_file)
+    out = tmp_path / "run"
+    out.mkdir()
+    # what an interrupted run with batch size 2 left: the first batch's answers
+    saved = ["A dog sits on a bench.", "A cat and a pizza."]
+    made_with = {"model": str(model_dir), "generation": settings}
+    rows = [
+        {"image_id": q.image_id, "question": q.question, "response": r} | made_with
+        for q, r in zip(qs[:2], saved, strict=True)
+    ]
+    (out / PARTIAL).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = dict(out_dir=out, model=str(model_dir), generation=settings, batch_size=2, device="cpu")
+    result = run_object_halbench(question_file, [COCO80], **run)
+    answers = [json.loads(line)["response"] for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert answers[:2] == saved and len(answers) == len(qs) and all(answers)
+    assert result.n_responses == len(qs)
+    assert not (out / PARTIAL).exists()  # the run finished: answers.jsonl holds them all
+    # answers saved with other settings are not reused
+    (out / PARTIAL).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_object_halbench(question_file, [COCO80], **run | {"generation": settings | {"max_new_tokens": 3}})
+    rerun = [json.loads(line)["response"] for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert rerun[:2] != saved
+
+
+def test_answers_are_matched_by_question_id(tmp_path):
+    """Two questions about one image: answers go by question_id, not by image id."""
+    from rlhfv.eval.objhal import load_responses, match_answers
+
+    image_id = json.loads(COCO80.read_text().splitlines()[0])["id"]
+    qfile = tmp_path / "q.jsonl"
+    questions = [
+        {"question_id": 7, "image_id": image_id, "question": "Describe.", "image": "x"},
+        {"question_id": 8, "image_id": image_id, "question": "What is there?", "image": "x"},
+    ]
+    qfile.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        {"question_id": 8, "image_id": image_id, "response": "A bus."},
+        {"question_id": 7, "image_id": image_id, "response": "A dog."},
+        {"image_id": image_id, "response": "A cat."},  # which question? both ask about it
+    ]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_object_halbench(qfile, [COCO80], out_dir=tmp_path / "run", answers=answers)
+    assert [r.response for r in result.records] == ["A dog.", "A bus."]
+    assert result.problems["ambiguous_id"]["examples"] == [
+        f"{answers}: row 3: image id {image_id!r} has 2 questions; give each answer its question_id"
+    ]
+    written = [json.loads(line) for line in (tmp_path / "run" / "answers.jsonl").read_text().splitlines()]
+    assert [(a["question_id"], a["response"]) for a in written] == [("7", "A dog."), ("8", "A bus.")]
+    # a question id twice in the question file is an error naming the row
+    qfile.write_text("".join(json.dumps(q | {"question_id": 7}) + "\n" for q in questions))
+    with pytest.raises(Exception, match="row 2: field question_id: question_id '7' repeats row 1"):
+        run_object_halbench(qfile, [COCO80], out_dir=tmp_path / "run", answers=answers)
+    # without question ids, one answer per image still works
+    given = load_responses(answers)
+    from rlhfv.eval.objhal import load_questions
+
+    qfile.write_text(json.dumps(questions[0] | {"question_id": None}) + "\n")
+    responses, _ = match_answers(given, load_questions(qfile))
+    assert responses == ["A bus."] and given.problems.counts["duplicate_id"] == 2

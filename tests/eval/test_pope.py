@@ -466,3 +466,65 @@ def test_cli_build_warns_when_fewer_images_qualify_than_asked(tmp_path, capsys):
     assert len({q.image_id for q in read_questions(out)}) == 32
     assert main([*args, "--n-images", "32"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def _question_rows(n: int = 4) -> list[dict]:
+    return [
+        {
+            "question_id": i,
+            "image_id": "1",
+            "image": "1.jpg",
+            "text": f"Is there a {obj} in the image?",
+            "label": label,
+            "object": obj,
+            "split": "random",
+        }
+        for i, (obj, label) in enumerate([("dog", "yes"), ("cat", "no"), ("car", "yes"), ("bus", "no")][:n])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"label": "maybe"}, "row 2: field label: expected 'yes' or 'no', got 'maybe'"),
+        ({"label": None}, "row 2: field label: expected 'yes' or 'no', got None"),
+        ({"question_id": "q1"}, "row 2: field question_id: not an integer: 'q1'"),
+        ({"question_id": 1.5}, "row 2: field question_id: not an integer: 1.5"),
+        ({"question_id": 0}, "row 2: field question_id: question_id 0 repeats row 1; ids must be unique"),
+        ({"question_id": "0"}, "row 2: field question_id: question_id 0 repeats row 1; ids must be unique"),
+        ({"split": "all"}, "row 2: field split: expected a split name other than 'all', got 'all'"),
+    ],
+)
+def test_bad_question_rows_name_the_row_and_field(tmp_path, change, message):
+    from rlhfv.errors import InputError
+
+    rows = _question_rows()
+    rows[1] |= change
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError) as err:
+        read_questions(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_question_ids_as_strings_capitalised_labels_and_other_splits_are_scored(tmp_path, capsys):
+    rows = _question_rows()
+    for r in rows:
+        r["question_id"] = str(r["question_id"])  # as some converted question sets store them
+        r["label"] = r["label"].capitalize()
+    rows[3]["split"] = "val"
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = tmp_path / "a.jsonl"
+    said = ["Yes.", "No.", "Yes.", "No."]  # all correct
+    answers.write_text(
+        "".join(json.dumps({"question_id": i, "answer": a}) + "\n" for i, a in enumerate(said))
+    )
+    assert [q.label for q in read_questions(questions)] == ["yes", "no", "yes", "no"]
+    assert (
+        main(["eval", "pope", "score", "--questions", str(questions), "--answers", str(answers), "--json"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["all/accuracy"] == 1 and out["all/n"] == 4 and "problems" not in out
+    assert out["random/n"] == 3 and out["val/n"] == 1 and out["val/accuracy"] == 1

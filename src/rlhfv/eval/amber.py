@@ -36,7 +36,7 @@ from typing import Any
 from rlhfv.errors import InputError
 from rlhfv.eval.metrics import BinaryRecord, Metric, binary_metrics, compute_metrics, json_safe, ratio
 from rlhfv.eval.objects import ObjectExtractor, SynonymTable, normalize_phrase
-from rlhfv.eval.pope import parse_yes_no
+from rlhfv.eval.pope import integer_id, parse_yes_no
 from rlhfv.eval.problems import Problems, read_json, read_records
 
 
@@ -64,6 +64,7 @@ def load_amber(
     if not isinstance(raw, list):
         raise InputError("expected a JSON list of annotation items", path=str(annotations))
     items: dict[int, AmberItem] = {}
+    rows: dict[int, int] = {}  # id -> its row, for messages
     for row, obj in enumerate(raw, start=1):
         if not isinstance(obj, dict):
             raise InputError("not a JSON object", path=str(annotations), row=row)
@@ -78,24 +79,42 @@ def load_amber(
                 row=row,
                 field="type",
             )
-        try:
+        item_id = integer_id(obj["id"])
+        if item_id is None:
+            raise InputError(f"not an integer: {obj['id']!r}", path=str(annotations), row=row, field="id")
+        if item_id in rows:
+            raise InputError(
+                f"id {item_id} repeats row {rows[item_id]}; ids must be unique",
+                path=str(annotations),
+                row=row,
+                field="id",
+            )
+        if kind == "generative":
+            truth = _words(obj["truth"], path=str(annotations), row=row, field="truth")
+            hallu = _words(obj.get("hallu", []), path=str(annotations), row=row, field="hallu", null_ok=True)
+            item = AmberItem(
+                item_id, kind, tuple(map(normalize_phrase, truth)), tuple(map(normalize_phrase, hallu))
+            )
+        else:
             truth = obj["truth"]
-            if kind == "generative":
-                item = AmberItem(
-                    int(obj["id"]),
-                    kind,
-                    tuple(map(normalize_phrase, truth)),
-                    tuple(map(normalize_phrase, obj.get("hallu", []))),
+            label = truth.strip().lower() if isinstance(truth, str) else None
+            if label not in ("yes", "no"):
+                raise InputError(
+                    f"a discriminative item's truth is 'yes' or 'no', got {truth!r}",
+                    path=str(annotations),
+                    row=row,
+                    field="truth",
                 )
-            else:
-                item = AmberItem(int(obj["id"]), kind, str(truth).strip().lower())
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"bad annotation item: {err}", path=str(annotations), row=row) from err
+            item = AmberItem(item_id, kind, label)
         items[item.id] = item
+        rows[item.id] = row
     rel = read_json(relation)
     if not isinstance(rel, dict):
         raise InputError("expected a JSON object word -> list of words", path=str(relation))
-    association = {normalize_phrase(k): tuple(normalize_phrase(w) for w in v) for k, v in rel.items()}
+    association = {
+        normalize_phrase(k): tuple(map(normalize_phrase, _words(v, path=str(relation), field=repr(k))))
+        for k, v in rel.items()
+    }
     safe: frozenset[str] = frozenset()
     if safe_words is not None:
         try:
@@ -107,6 +126,20 @@ def load_amber(
     vocabulary |= {w for it in items.values() if it.type == "generative" for w in (*it.truth, *it.hallu)}
     extractor = ObjectExtractor(SynonymTable.from_dict({w: [w] for w in sorted(vocabulary) if w}))
     return AmberBenchmark(items, association, safe, extractor)
+
+
+def _words(value: Any, *, path: str, row: int | None = None, field: str, null_ok: bool = False) -> list[str]:
+    """A list of words from an annotation field, or InputError naming the record and field:
+    a string would otherwise be read letter by letter, and null crash later. AMBER's files
+    always hold lists here; ``null_ok``: null reads as no words (an optional field)."""
+    if value is None and null_ok:
+        return []
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        got = type(value).__name__ if not isinstance(value, list) else "a list with non-strings"
+        raise InputError(
+            f"expected a list of words, got {got}", path=path, row=row, field=field, reason="bad_annotation"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -207,18 +240,26 @@ def read_amber_answers(path: str | Path) -> list[tuple[Any, Any]]:
 
 
 def score_amber(bench: AmberBenchmark, answers: Sequence[tuple[Any, Any]]) -> AmberResult:
-    """AMBER metrics for (id, response) pairs; bad ids/responses counted, not scored."""
+    """AMBER metrics for (id, response) pairs; bad ids/responses counted, not scored: an id
+    that is no integer or not annotated (``unknown_id``), one answered before
+    (``duplicate_id``, the first answer is kept)."""
     problems = Problems()
     gen: list[AmberGenerativeRecord] = []
     disc: dict[str, list[BinaryRecord]] = {}
+    answered: set[int] = set()
     for raw_id, response in answers:
-        try:
-            item = bench.items.get(int(raw_id))
-        except (TypeError, ValueError):
-            item = None
+        item_id = integer_id(raw_id)
+        if item_id is None:
+            problems.add("unknown_id", f"answer id {raw_id!r} is not an integer")
+            continue
+        item = bench.items.get(item_id)
         if item is None:
             problems.add("unknown_id", f"answer id {raw_id!r} is not in the annotations")
             continue
+        if item_id in answered:  # scoring it twice would weigh that item double
+            problems.add("duplicate_id", f"answer id {raw_id!r} answered again; the first answer is kept")
+            continue
+        answered.add(item_id)
         if not isinstance(response, str):
             problems.add("response_not_string", f"id {raw_id}: response is {type(response).__name__}")
             continue

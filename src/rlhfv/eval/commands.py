@@ -38,6 +38,18 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (``model.generate`` divides or multiplies logits by
+    a repetition penalty, so 0 or less is a traceback or nonsense, not a setting)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``rlhfv eval`` and its benchmark subcommands."""
     parser = subparsers.add_parser(
@@ -139,6 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--answers", help="JSONL: question_id, answer (skip generation)")
     src.add_argument("--model", help="HF vision-language model to answer the questions, with --image-dir")
     s.add_argument("--image-dir", help="directory holding the images named in the questions")
+    s.add_argument(
+        "--save-answers",
+        metavar="FILE",
+        help="write the generated answers (JSONL: question_id, answer; reusable as --answers)",
+    )
     _generation_args(s, default_max_new_tokens=16, default_preset="greedy")
     s.add_argument("--json", action="store_true", help="print the result summary as JSON")
     s.set_defaults(func=_pope_score)
@@ -174,11 +191,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--questions", required=True, help="MMHal-Bench question file (JSON list)")
-    p.add_argument(
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
         "--answers", help="JSON/JSONL with model answers in question order (default: model_answer)"
     )
-    p.add_argument("--model", help="HF vision-language model to answer the questions")
+    src.add_argument("--model", help="HF vision-language model to answer the questions")
     p.add_argument("--image-dir", help="directory with the images (<image_id>.jpg or the image_src name)")
+    p.add_argument(
+        "--save-answers",
+        metavar="FILE",
+        help="write the generated answers before judging (JSON; reusable as --answers)",
+    )
     _generation_args(p)
     _endpoint_args(p, optional=False)
     p.add_argument("--out", help="write per-question ratings and the summary (JSON)")
@@ -257,7 +280,9 @@ def _generation_args(
         help="longest answer in tokens; overrides the preset (default: "
         + ("%(default)s)" if default_max_new_tokens is not None else "the preset's)"),
     )
-    g.add_argument("--repetition-penalty", type=float, help="override the preset")
+    g.add_argument(
+        "--repetition-penalty", type=_positive_float, help="override the preset (above 0; 1 is none)"
+    )
     g.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -490,6 +515,7 @@ def _pope_build(args: argparse.Namespace) -> int:
 def _pope_score(args: argparse.Namespace) -> int:
     from rlhfv.eval.pope import answer_pope, read_answers, read_questions, score_pope
 
+    check_output_file(args.save_answers, "--save-answers")
     if args.model:
         if not args.image_dir:
             raise InputError("--model needs --image-dir")
@@ -501,6 +527,10 @@ def _pope_score(args: argparse.Namespace) -> int:
     else:
         answers = answer_pope(questions, **_model_answering(args), questions_path=args.questions)
         problems, where = None, None
+        if args.save_answers:
+            with open(args.save_answers, "w", encoding="utf-8") as f:
+                for qid, answer in answers.items():
+                    f.write(json.dumps({"question_id": qid, "answer": answer}) + "\n")
     result = score_pope(questions, answers, problems=problems, where=where)
     _print(result.summary(), args.json, problem_lines(result.problems))
     return 0
@@ -532,8 +562,9 @@ def _mmhal(args: argparse.Namespace) -> int:
     from rlhfv.eval.mmhal import answer_mmhal, load_mmhal, read_mmhal_answers, score_mmhal
 
     check_output_file(args.out, "--out")
+    check_output_file(args.save_answers, "--save-answers")
     _check_client_args(args)
-    if args.model and not args.answers:
+    if args.model:
         if not args.image_dir:
             raise InputError("--model needs --image-dir")
         _check_device(args)
@@ -542,6 +573,13 @@ def _mmhal(args: argparse.Namespace) -> int:
         answers = read_mmhal_answers(args.answers, len(questions))
     elif args.model:
         answers = answer_mmhal(questions, **_model_answering(args), questions_path=args.questions)
+        if args.save_answers:  # before judging: a judge failure must not cost the generation
+            rows = [
+                {"image_id": q.image_id, "question": q.question, "model_answer": a}
+                for q, a in zip(questions, answers, strict=True)
+            ]
+            with open(args.save_answers, "w", encoding="utf-8") as f:
+                json.dump(rows, f, indent=1)
     else:
         answers = [q.model_answer for q in questions]
     with _client(args) as client:

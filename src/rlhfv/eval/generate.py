@@ -10,7 +10,7 @@ and the text, prompts are left-padded, and only the newly generated tokens are d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,7 @@ def generate_answers(
     *,
     progress: bool = False,
     desc: str = "generate",
+    on_batch: Callable[[int, list[str]], None] | None = None,
     **gen_kwargs: Any,
 ) -> list[str]:
     """One decoded answer per (image, question), generated ``batch_size`` at a time.
@@ -192,6 +193,8 @@ def generate_answers(
     ``images``: PIL images, paths, bytes or base64 strings. ``gen_kwargs`` go to
     ``model.generate`` (see :data:`PRESETS`). Beam search and greedy decoding are
     deterministic, so answers do not depend on ``batch_size`` beyond padding effects.
+    ``on_batch(start, answers)`` is called after each batch with the index of its first
+    question, so a caller can save answers as they come (an interrupted run keeps them).
     """
     import torch
     from tqdm import tqdm
@@ -221,7 +224,10 @@ def generate_answers(
                 output = model.generate(**inputs, **gen_kwargs)
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            answers.extend(t.strip() for t in texts)
+            batch = [t.strip() for t in texts]
+            answers.extend(batch)
+            if on_batch is not None:
+                on_batch(start, batch)
     finally:
         tokenizer.padding_side = old_side
     return answers

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -183,7 +184,10 @@ class ChatClient:
     def _delay(self, attempt: int, response: Any) -> float:
         if response is not None:
             try:
-                return min(float(response.headers.get("retry-after", "")), self.max_backoff_s)
+                wait = float(response.headers.get("retry-after", ""))
             except ValueError:
-                pass
+                wait = math.nan
+            # a negative Retry-After means "now", not a time.sleep error; NaN means nothing
+            if not math.isnan(wait):
+                return min(max(wait, 0.0), self.max_backoff_s)
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)

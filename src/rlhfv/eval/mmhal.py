@@ -86,6 +86,17 @@ def load_mmhal(path: str | Path) -> list[MMHalQuestion]:
         raise InputError("expected a non-empty JSON list of questions", path=str(path))
     out = []
     for row, obj in enumerate(data, start=1):
+        content = obj.get("image_content") if isinstance(obj, dict) else None
+        # a string would be listed to the judge letter by letter ("d, o, g")
+        if content is not None and not (
+            isinstance(content, list) and all(isinstance(c, str) for c in content)
+        ):
+            raise InputError(
+                f"expected a list of object names, got {type(content).__name__}",
+                path=str(path),
+                row=row,
+                field="image_content",
+            )
         try:
             out.append(
                 MMHalQuestion(

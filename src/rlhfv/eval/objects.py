@@ -165,6 +165,23 @@ class Mention:
     end: int
 
 
+def _lower_with_origins(text: str) -> tuple[str, list[int]]:
+    """``text.lower()`` and, per character of it, the index of the character of ``text`` it
+    came from: lower-casing can lengthen text ("İ" becomes two characters), which would
+    shift spans found in the lower-cased text.
+
+    >>> _lower_with_origins("İa")
+    ('i̇a', [0, 0, 1])
+    """
+    parts: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        low = ch.lower()
+        parts.append(low)
+        origin.extend([i] * len(low))
+    return "".join(parts), origin
+
+
 class ObjectExtractor:
     """Finds object mentions in text with a synonym table and optional special-case rules.
 
@@ -192,7 +209,10 @@ class ObjectExtractor:
 
     def mentions(self, text: str) -> list[Mention]:
         """All object mentions, in text order, with character spans into ``text``."""
-        spans = [(m.start(), m.end(), singular(m.group())) for m in _WORD.finditer(text.lower())]
+        lower, origin = _lower_with_origins(text)
+        spans = [
+            (origin[m.start()], origin[m.end() - 1] + 1, singular(m.group())) for m in _WORD.finditer(lower)
+        ]
         words = [s[2] for s in spans]
         found = self._match(words)
         return [

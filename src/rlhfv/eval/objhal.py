@@ -2,9 +2,11 @@
 
 Question file (the reference layout): JSONL, one question per line, with ``image_id``,
 ``question`` and ``image`` (base64-encoded image bytes, or a path, relative paths being
-resolved against the question file's folder).
+resolved against the question file's folder), and optionally a unique ``question_id``
+(then answers are matched by it, so several questions may ask about one image).
 
-Outputs in ``out_dir``: ``answers.jsonl`` (image_id, question, response),
+Outputs in ``out_dir``: ``answers.jsonl`` (question_id where given, image_id, question,
+response; while generating, ``answers.partial.jsonl`` grows batch by batch),
 ``result.json`` (aggregates, counts, problems, settings, per-response objects) and
 ``report.html`` (each image inline with its answer; hallucinated objects highlighted).
 """
@@ -15,6 +17,7 @@ import base64
 import html
 import io
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,23 +45,48 @@ class Question:
     question: str
     image: Any  # base64 string, path or bytes; decoded lazily
     row: int | None = field(default=None, compare=False)  # in the question file
+    # optional in the question file; when given, answers are matched by it, so several
+    # questions may ask about one image
+    question_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What an answer is matched to, and where it is resumed from: the question id
+        when there is one, else the (normalised) image id."""
+        if self.question_id is not None:
+            return f"question_id {self.question_id}"
+        return f"image_id {normalize_image_id(self.image_id)}"
 
 
 def load_questions(path: str | Path, *, limit: int | None = None) -> list[Question]:
-    """Questions in the reference Object HalBench layout (see module docstring)."""
+    """Questions in the reference Object HalBench layout (see module docstring); an
+    optional ``question_id`` must be unique."""
     if limit is not None and limit < 1:
         raise InputError(f"limit must be 1 or more, got {limit}", field="limit", reason="bad_limit")
     base = Path(path).parent
     problems = Problems()
     out = []
+    seen: dict[str, int] = {}
     for row, obj in iter_jsonl(path, problems):
         for key in ("image_id", "question", "image"):
             if key not in obj:
                 raise InputError(f"missing {key!r}", path=str(path), row=row, field=key)
         image = obj["image"]
         if isinstance(image, str) and is_image_file(image, base):
-            image = str(base / image)
-        out.append(Question(str(obj["image_id"]), str(obj["question"]), image, row))
+            # absolute: check_images resolves relative paths against the question file's
+            # folder again, and a relative result would also depend on the working directory
+            image = str((base / image).absolute())
+        question_id = None if obj.get("question_id") is None else str(obj["question_id"])
+        if question_id is not None:
+            if question_id in seen:
+                raise InputError(
+                    f"question_id {question_id!r} repeats row {seen[question_id]}; ids must be unique",
+                    path=str(path),
+                    row=row,
+                    field="question_id",
+                )
+            seen[question_id] = row
+        out.append(Question(str(obj["image_id"]), str(obj["question"]), image, row, question_id))
         if limit is not None and len(out) >= limit:
             break
     problems.raise_first(path)
@@ -72,13 +100,19 @@ def check_question_images(questions: Sequence[Question], path: str | Path) -> No
     check_images([(f"row {q.row}", q.image) for q in questions], path, base_dir=Path(path).parent)
 
 
+# no answer for a question, unlike a null one (scored, and counted as not a string)
+_MISSING = object()
+
+
 @dataclass
 class Responses:
-    """(image_id, response) pairs, where each came from, and the rows already rejected."""
+    """(image_id, response) pairs, where each came from, and the rows already rejected;
+    ``question_ids``: each row's ``question_id`` (None where it has none), when read from a file."""
 
     pairs: list[tuple[Any, Any]]
     labels: list[str]
     problems: Problems
+    question_ids: list[Any] = field(default_factory=list)
 
 
 def load_responses(path: str | Path) -> Responses:
@@ -91,30 +125,52 @@ def load_responses(path: str | Path) -> Responses:
             continue
         out.pairs.append((obj["image_id"], obj["response"]))
         out.labels.append(f"{path}: row {row}")
+        out.question_ids.append(obj.get("question_id"))
     return out
 
 
 def match_answers(
-    given: Responses, question_ids: set[str], *, check_unknown: bool = True
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Normalised image id -> response, and -> where it came from, for ``eval objhal --answers``.
+    given: Responses, questions: Sequence[Question], *, check_unknown: bool = True
+) -> tuple[list[Any], dict[int, str]]:
+    """The response to each question (``_MISSING`` where none), and question index -> where
+    it came from, for ``eval objhal --answers``.
 
-    As ``eval pope score`` does, a repeated image id keeps the first answer
-    (``duplicate_id``) and an answer for an image not in the questions is counted
-    (``unknown_id``); ``check_unknown=False`` when the questions were cut by ``--limit``."""
-    by_id: dict[str, Any] = {}
-    where: dict[str, str] = {}
-    for (image_id, response), label in zip(given.pairs, given.labels, strict=True):
-        key = normalize_image_id(image_id)
-        if key in by_id:
-            given.problems.add(
-                "duplicate_id", f"{label}: image id {image_id!r} already answered on {where[key]}"
-            )
-        elif check_unknown and key not in question_ids:
-            given.problems.add("unknown_id", f"{label}: image id {image_id!r} is not in the questions")
+    An answer with a ``question_id`` goes to the question with that id (when the questions
+    have ids); one without, by image id, to the image's only question: an image asked
+    about several times needs question ids (``ambiguous_id``). As ``eval pope score``
+    does, a question answered twice keeps the first answer (``duplicate_id``) and an
+    answer to no question is counted (``unknown_id``); ``check_unknown=False`` when the
+    questions were cut by ``--limit``."""
+    by_qid = {q.question_id: i for i, q in enumerate(questions) if q.question_id is not None}
+    by_image: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        by_image.setdefault(normalize_image_id(q.image_id), []).append(i)
+    responses: list[Any] = [_MISSING] * len(questions)
+    where: dict[int, str] = {}
+    qids = given.question_ids or [None] * len(given.pairs)
+    for (image_id, response), qid, label in zip(given.pairs, qids, given.labels, strict=True):
+        if qid is not None and by_qid:
+            found = [by_qid[str(qid)]] if str(qid) in by_qid else []
+            what = f"question_id {qid!r}"
         else:
-            by_id[key], where[key] = response, label
-    return by_id, where
+            found = by_image.get(normalize_image_id(image_id), [])
+            what = f"image id {image_id!r}"
+        if not found:
+            if check_unknown:
+                given.problems.add("unknown_id", f"{label}: {what} is not in the questions")
+            continue
+        if len(found) > 1:
+            given.problems.add(
+                "ambiguous_id",
+                f"{label}: {what} has {len(found)} questions; give each answer its question_id",
+            )
+            continue
+        i = found[0]
+        if responses[i] is not _MISSING:
+            given.problems.add("duplicate_id", f"{label}: {what} already answered on {where[i]}")
+            continue
+        responses[i], where[i] = response, label
+    return responses, where
 
 
 def run_chair(
@@ -158,10 +214,6 @@ def run_chair(
     return result
 
 
-# no answer for a question, unlike a null one (scored, and counted as not a string)
-_MISSING = object()
-
-
 def run_object_halbench(
     questions: str | Path,
     annotations: Sequence[str | Path],
@@ -181,9 +233,11 @@ def run_object_halbench(
     """Generate (or read) answers, score them, write answers.jsonl, result.json, report.html.
 
     ``model`` is a name/path (loaded with AutoModelForImageTextToText) or a loaded model
-    given together with ``processor``.
+    given together with ``processor``. Generated answers are appended to
+    ``answers.partial.jsonl`` batch by batch; a run with the same model name and settings
+    resumes from it, and it is removed once ``answers.jsonl`` is written.
     """
-    from rlhfv.eval.generate import generate_answers, generation_settings, load_model
+    from rlhfv.eval.generate import generation_settings
 
     qs = load_questions(questions, limit=limit)
     settings = generation or generation_settings("reference")
@@ -197,37 +251,24 @@ def run_object_halbench(
     if answers is not None:
         given = load_responses(answers)
         problems = given.problems
-        by_id, where = match_answers(
-            given, {normalize_image_id(q.image_id) for q in qs}, check_unknown=limit is None
-        )
-        responses = [by_id.get(normalize_image_id(q.image_id), _MISSING) for q in qs]
+        responses, where = match_answers(given, qs, check_unknown=limit is None)
         for q, r in zip(qs, responses, strict=True):
             if r is _MISSING:
-                problems.add("missing_answer", f"no answer for image id {q.image_id!r}")
+                problems.add("missing_answer", f"no answer for {_named(q)}")
     else:
         if model is None:
             raise InputError("give a model or an answers file")
-        if isinstance(model, (str, Path)):
-            model, processor = load_model(str(model), device=device, dtype=dtype)
-        responses = generate_answers(
-            model,
-            processor,
-            [q.image for q in qs],
-            [q.question for q in qs],
-            batch_size,
-            progress=True,
-            **settings,
-        )
+        responses = _generate(qs, out, model, processor, settings, batch_size, device, dtype)
         problems, where = Problems(), {}
     with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
         for q, r in zip(qs, responses, strict=True):
-            response = None if r is _MISSING else r
-            f.write(json.dumps({"image_id": q.image_id, "question": q.question, "response": response}) + "\n")
+            f.write(json.dumps(_answer_row(q, None if r is _MISSING else r)) + "\n")
+    (out / PARTIAL).unlink(missing_ok=True)
     scored = Responses([], [], problems)
-    for n, (q, r) in enumerate(zip(qs, responses, strict=True), start=1):
+    for n, (q, r) in enumerate(zip(qs, responses, strict=True)):
         if r is not _MISSING:
             scored.pairs.append((q.image_id, r))
-            scored.labels.append(where.get(normalize_image_id(q.image_id), f"question {n}"))
+            scored.labels.append(where.get(n, f"question {n + 1}"))
     result = run_chair(scored, annotations, extractor=extractor, client=client, ground_truth=ground_truth)
     full = result.summary() | {
         "generation": settings if answers is None else None,
@@ -238,6 +279,91 @@ def run_object_halbench(
     images = {normalize_image_id(q.image_id): q for q in qs}
     (out / "report.html").write_text(render_report(result, images, extractor), "utf-8")
     return result
+
+
+# generated answers so far, one JSON line per answer, appended after every batch
+PARTIAL = "answers.partial.jsonl"
+
+
+def _named(q: Question) -> str:
+    return f"question_id {q.question_id!r}" if q.question_id is not None else f"image id {q.image_id!r}"
+
+
+def _answer_row(q: Question, response: Any) -> dict[str, Any]:
+    ids = {"question_id": q.question_id} if q.question_id is not None else {}
+    return ids | {"image_id": q.image_id, "question": q.question, "response": response}
+
+
+def _generate(
+    qs: Sequence[Question],
+    out: Path,
+    model: Any,
+    processor: Any,
+    settings: dict[str, Any],
+    batch_size: int,
+    device: str | None,
+    dtype: str,
+) -> list[str]:
+    """Answers to ``qs``, saved to ``out/answers.partial.jsonl`` as each batch finishes, and
+    read back from it for questions an interrupted run with the same model name and
+    settings already answered (a model given as an object is never resumed: nothing
+    says it is the same one)."""
+    from rlhfv.eval.generate import generate_answers, load_model
+
+    partial = out / PARTIAL
+    # what the saved answers must have been made with to be reused
+    made_with = {"model": str(model), "generation": json.loads(json.dumps(settings))}
+    done = _resumable(partial, qs, made_with) if isinstance(model, (str, Path)) else {}
+    todo = [i for i in range(len(qs)) if i not in done]
+    if done:
+        print(
+            f"rlhfv: resuming: {len(done)} of {len(qs)} answers read from {partial}"
+            " (delete it to generate them again)",
+            file=sys.stderr,
+        )
+    new: list[str] = []
+    if todo:
+        if isinstance(model, (str, Path)):
+            model, processor = load_model(str(model), device=device, dtype=dtype)
+        with open(partial, "a" if done else "w", encoding="utf-8") as f:
+
+            def save(start: int, texts: list[str]) -> None:
+                for i, text in zip(todo[start : start + len(texts)], texts, strict=True):
+                    f.write(json.dumps(_answer_row(qs[i], text) | made_with) + "\n")
+                f.flush()
+
+            new = generate_answers(
+                model,
+                processor,
+                [qs[i].image for i in todo],
+                [qs[i].question for i in todo],
+                batch_size,
+                progress=True,
+                on_batch=save,
+                **settings,
+            )
+    answers = dict(done) | dict(zip(todo, new, strict=True))
+    return [answers[i] for i in range(len(qs))]
+
+
+def _resumable(partial: Path, qs: Sequence[Question], made_with: dict[str, Any]) -> dict[int, str]:
+    """Question index -> answer saved in ``partial`` for the same question (key and text)
+    by the same model and settings; nothing when any saved row was made otherwise."""
+    if not partial.is_file():
+        return {}
+    index = {(q.key, q.question): i for i, q in enumerate(qs)}
+    problems = Problems()
+    done: dict[int, str] = {}
+    for _, obj in iter_jsonl(partial, problems):
+        if any(obj.get(k) != v for k, v in made_with.items()):
+            return {}
+        saved = Question(
+            str(obj.get("image_id")), str(obj.get("question")), None, None, obj.get("question_id")
+        )
+        i = index.get((saved.key, saved.question))
+        if i is not None and isinstance(obj.get("response"), str):
+            done.setdefault(i, obj["response"])
+    return done
 
 
 # ---------------------------------------------------------------- HTML report

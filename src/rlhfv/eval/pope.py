@@ -187,15 +187,51 @@ def write_questions(questions: Sequence[PopeQuestion], path: str | Path) -> None
             f.write(json.dumps(row | {"question_id": i}) + "\n")
 
 
+def integer_id(raw: Any) -> int | None:
+    """``raw`` as an integer id (an int, or a string holding one), or None: ``int()`` alone
+    would also take 1.5 and True as ids.
+
+    >>> [integer_id(v) for v in (3, "3", 1.5, True, None, "q3")]
+    [3, 3, None, None, None, None]
+    """
+    if raw is None or isinstance(raw, (bool, float)):
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_questions(path: str | Path) -> list[PopeQuestion]:
+    """Questions from JSONL as :func:`write_questions` writes them. A question_id that is no
+    integer (``"3"`` is one) or repeats, a label other than yes/no (any case), or the split
+    name ``all`` (the overall scores) is an InputError naming the row and field."""
     problems = Problems()
     out = []
+    rows: dict[int, int] = {}  # question_id -> row
     for row, obj in iter_jsonl(path, problems):
         try:
             fields = {k: obj[k] for k in PopeQuestion.__dataclass_fields__ if k != "row"}
-            out.append(PopeQuestion(**fields, row=row))
         except KeyError as err:
             raise InputError(f"missing {err.args[0]!r}", path=str(path), row=row, field=err.args[0]) from err
+
+        def bad(message: str, name: str, row: int = row) -> InputError:
+            return InputError(message, path=str(path), row=row, field=name, reason="bad_question")
+
+        qid = integer_id(fields["question_id"])
+        if qid is None:
+            raise bad(f"not an integer: {fields['question_id']!r}", "question_id")
+        if qid in rows:
+            raise bad(f"question_id {qid} repeats row {rows[qid]}; ids must be unique", "question_id")
+        rows[qid] = row
+        label = fields["label"]
+        label = label.strip().lower() if isinstance(label, str) else label
+        if label not in ("yes", "no"):
+            raise bad(f"expected 'yes' or 'no', got {fields['label']!r}", "label")
+        split = fields["split"]
+        if not isinstance(split, str) or not split.strip() or split == "all":
+            raise bad(f"expected a split name other than 'all', got {split!r}", "split")
+        out.append(PopeQuestion(**fields | {"question_id": qid, "label": label}, row=row))
     problems.raise_first(path)
     return out
 
@@ -222,11 +258,8 @@ def read_answers(path: str | Path) -> PopeAnswers:
             out.problems.add("missing_field", f"{where}: no 'question_id'")
             continue
         raw = obj["question_id"]
-        try:
-            if isinstance(raw, (bool, float)) or raw is None:
-                raise ValueError
-            qid = int(raw)
-        except (TypeError, ValueError):
+        qid = integer_id(raw)
+        if qid is None:
             out.problems.add("unknown_id", f"{where}: question_id {raw!r} is not an integer")
             continue
         if qid in out.answers:
@@ -328,7 +361,9 @@ def score_pope(
         by_split.setdefault("all", []).append(record)
     if not by_split:
         raise InputError("no answer could be scored: " + "; ".join(problems.lines() or ["no questions"]))
-    order = [s for s in (*SPLITS, "all") if s in by_split]
+    # splits of other question sets (such as "val") are scored too, after POPE's three
+    others = sorted(s for s in by_split if s not in SPLITS and s != "all")
+    order = [s for s in SPLITS if s in by_split] + others + ["all"]
     return PopeResult(
         metrics={s: compute_metrics(POPE_METRICS, by_split[s]) for s in order},
         n_scored={s: len(by_split[s]) for s in order},
