@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
 
 from rlhfv import __version__
@@ -41,6 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the command runs, SIGTERM (``kill``, a job scheduler's stop) raises
+    ``SystemExit(143)`` instead of ending the process at once, so ``finally`` blocks and
+    context managers still run (a half-written output or cache folder is removed). The
+    previous handler comes back after; outside the main thread nothing changes."""
+
+    def terminate(signum, frame):  # noqa: ANN001, ARG001
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -48,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2 if args.command is None else 0
     try:
-        status = int(args.func(args) or 0)
+        with _sigterm_raises():
+            status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except BrokenPipeError:

@@ -231,9 +231,17 @@ def test_export_to_hf_dataset_and_trl_format(tmp_path):
     trl = to_trl_dataset(f, cache_dir=str(tmp_path / "cache"))
     row = trl[1]
     assert set(trl.column_names) == {"images", "prompt", "chosen", "rejected"}
-    assert row["prompt"] == [{"role": "user", "content": "Describe the picture."}]
-    assert row["chosen"] == [{"role": "assistant", "content": "A red square."}]
-    assert row["rejected"] == [{"role": "assistant", "content": "A red square, with a cat."}]
+    # TRL's vision format: an image entry, then the question, in the user turn
+    assert row["prompt"] == [
+        {
+            "role": "user",
+            "content": [{"type": "image", "text": None}, {"type": "text", "text": "Describe the picture."}],
+        }
+    ]
+    assert row["chosen"] == [{"role": "assistant", "content": [{"type": "text", "text": "A red square."}]}]
+    assert row["rejected"] == [
+        {"role": "assistant", "content": [{"type": "text", "text": "A red square, with a cat."}]}
+    ]
     assert row["images"][0].size == (8, 6)
     from trl.data_utils import is_conversational
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
@@ -249,6 +257,31 @@ def test_export_to_hf_dataset_and_trl_format(tmp_path):
     assert processor.tokenizer.decode(completion).startswith("one dog is on the grass.")
     plain = to_trl_dataset(f, conversational=False, cache_dir=str(tmp_path / "cache"))
     assert plain[0]["chosen"] == recs[0].corrected
+
+
+def test_trl_export_of_a_llava_style_question_has_one_image_placeholder(tmp_path):
+    from trl.data_utils import prepare_multimodal_messages
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from rlhfv.data.encode import render_prompt
+    from rlhfv.tiny import build_tiny
+
+    processor = build_tiny("llava")[1]
+    c = Correction(
+        image=_png(),
+        question="<image>\nWhat is in the image?",
+        original="a red car.",
+        corrected="a blue car.",
+    )
+    (row,) = to_trl_dataset([c], cache_dir=str(tmp_path / "cache"))
+    assert row["prompt"][0]["content"][1] == {"type": "text", "text": "What is in the image?"}
+    # the prompt TRL renders is the one `rlhfv data prepare` renders: one placeholder, one image
+    text = processor.apply_chat_template(
+        prepare_multimodal_messages(row["prompt"], row["images"]), add_generation_prompt=True, tokenize=False
+    )
+    assert text == render_prompt(processor, c.question) and text.count("<image>") == 1
+    batch = DataCollatorForVisionPreference(processor)([row])
+    assert batch["pixel_values"].shape[0] == 2
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(
@@ -322,6 +355,13 @@ SEGMENT = {
         ),
         ({**GOOD, "segments": {"kind": "replace"}}, "segments", "bad_segments"),
         ({**GOOD, "segments": ["replace"]}, "segments", "bad_segments"),
+        # segments that do not turn the original into the corrected answer
+        ({**GOOD, "segments": [{**SEGMENT, "original_start": 1}]}, "segments", "bad_segments"),
+        ({**GOOD, "corrected": "a big dog", "segments": [SEGMENT]}, "segments", "bad_segments"),
+        # half an emoji (a JSON "\ud83d" escape) is no text: no tokenizer or writer takes it
+        ({**GOOD, "corrected": "a dog \ud83d"}, "corrected", "lone_surrogate"),
+        ({**GOOD, "question": "\udc36?"}, "question", "lone_surrogate"),
+        ({**GOOD, "corrected": " a  cat\n"}, "corrected", "whitespace_only"),
     ],
 )
 def test_bad_jsonl_rows_name_file_row_and_field(tmp_path, bad, field, reason):
@@ -453,13 +493,14 @@ def test_a_segment_offset_is_read_as_its_integer_or_refused_as_bad_segments(valu
         errors: list[InputError] = []
         got = list(read_jsonl(f, on_error=errors.append))
     integral = not isinstance(value, bool | str | None) and float(value).is_integer()
-    if integral:
+    if integral and value == SEGMENT["original_start"]:
         assert not errors and got[0].segments[0].original_start == value
         assert type(got[0].segments[0].original_start) is int
     else:
         assert not got
         assert [(e.row, e.field, e.reason) for e in errors] == [(1, "segments", "bad_segments")]
-        assert "original_start must be an integer" in errors[0].message
+        # any other integer reads, then fails the check that the segment fits the answers
+        assert ("original_start must be an integer" in errors[0].message) == (not integral)
 
 
 # ---- encodings and JSON arrays ---------------------------------------------------------
@@ -541,3 +582,38 @@ def test_line_endings_never_change_the_rows_read(lines):
         assert [(n, c.id) for n, c in read_corrections_with_rows(f)] == expected
         assert count_rows(f, "jsonl") == len(expected)
         assert [(n, r["id"]) for n, r in read_generations(f)] == expected
+
+
+# ---- writing over the file being read ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader", "name"),
+    [(write_jsonl, read_jsonl, "c.jsonl"), (write_parquet, read_parquet, "c.parquet")],
+)
+def test_a_file_rewritten_from_itself_keeps_every_record(tmp_path, writer, reader, name):
+    recs = _records(tmp_path) * 300  # more than one parquet batch: the reader is still reading
+    f = tmp_path / name
+    writer(recs, f)
+    assert writer(reader(f), f) == len(recs)
+    back = list(reader(f))
+    assert len(back) == len(recs)
+    for a, b in zip(recs[:2], back[:2], strict=True):
+        _same(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "pics"])  # no temp file left
+
+
+def test_a_write_that_fails_leaves_the_old_file_whole(tmp_path):
+    recs = _records(tmp_path)
+    f = tmp_path / "c.jsonl"
+    write_jsonl(recs, f)
+    before = f.read_bytes()
+
+    def failing():
+        yield from recs
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        write_jsonl(failing(), f)
+    assert f.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "pics"]

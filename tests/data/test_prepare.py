@@ -125,6 +125,7 @@ def _write_jsonl(path: Path, rows: list) -> Path:
 
 
 GOOD = {"image": str(JPEG), "question": "What is it?", "original": "a red dog", "corrected": "a blue cat"}
+SEGMENT_KEYS = ("original_start", "original_end", "corrected_start", "corrected_end")
 
 
 @pytest.mark.parametrize(
@@ -157,6 +158,34 @@ GOOD = {"image": str(JPEG), "question": "What is it?", "original": "a red dog", 
             {**GOOD, "corrected": "a <image> cat"},
             "row 2: field corrected: answer contains",
             "placeholder_in_answer",
+        ),
+        (
+            {**GOOD, "corrected": "a blue cat </s> on grass"},
+            "row 2: field corrected: answer contains the tokenizer's special token '</s>'",
+            "special_token_in_answer",
+        ),
+        (
+            {**GOOD, "original": "a red dog \ud83d"},
+            "row 2: field original: holds a lone surrogate '\\ud83d'",
+            "lone_surrogate",
+        ),
+        (
+            {**GOOD, "corrected": "a red  dog\n"},
+            "row 2: field corrected: corrected answer differs from the original only in whitespace",
+            "whitespace_only",
+        ),
+        (
+            {**GOOD, "segments": [{"kind": "replace", **dict.fromkeys(SEGMENT_KEYS, 2), "original_end": 5}]},
+            "row 2: field segments: ",
+            "bad_segments",
+        ),
+        (
+            {
+                **GOOD,
+                "segments": [{"kind": "replace", **dict(zip(SEGMENT_KEYS, (2, 5, 2, 6), strict=True))}],
+            },
+            "row 2: field segments: segments do not turn the original answer into the corrected one",
+            "bad_segments",
         ),
     ],
 )
@@ -491,9 +520,9 @@ def test_show_and_prepare_with_segment_offsets_that_are_not_ints(tmp_path, capsy
     seg = {
         "kind": "replace",
         "original_start": offset,
-        "original_end": 5,
+        "original_end": 9,  # "red dog" -> "blue cat"
         "corrected_start": 2,
-        "corrected_end": 6,
+        "corrected_end": 10,
     }
     f = _write_jsonl(tmp_path / "in.jsonl", [{**GOOD, "segments": [seg]}])
     for argv in (("data", "show", f), ("data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava")):
@@ -516,3 +545,127 @@ def test_images_pillow_refuses_oddly_are_one_line_errors(tmp_path, capsys, monke
     rc, _, err = _run(capsys, "data", "prepare", f, tmp_path / "out", "--processor", "tiny-llava")
     assert rc == 2 and err.count("\n") == 1
     assert err.startswith(f"rlhfv: error: {f}: row 2: field image: {tmp_path / 'bad.png'} is not a JPEG/PNG")
+
+
+# ---- the output folder: checked before any work, replaced only when the new one is whole --
+
+
+def test_output_that_is_the_current_folder_a_symlink_or_holds_the_input_is_refused_first(
+    tmp_path, capsys, monkeypatch
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    f = _write_jsonl(work / "in.jsonl", [GOOD])
+    for out in (".", "..", str(work)):
+        rc, _, err = _run(capsys, "data", "prepare", f, out, "--processor", "tiny-llava")
+        assert rc == 2 and err.count("\n") == 1
+        assert "field OUT: is the current folder or holds it" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert sorted(p.name for p in work.iterdir()) == ["in.jsonl"]
+
+    # a prepared dataset reached through a symbolic link is left as it is
+    assert _run(capsys, "data", "prepare", f, tmp_path / "real", "--processor", "tiny-llava")[0] == 0
+    before = sorted(p.name for p in (tmp_path / "real").iterdir())
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    rc, _, err = _run(capsys, "data", "prepare", f, tmp_path / "link", "--processor", "tiny-llava")
+    assert rc == 2 and f"{tmp_path / 'link'}: field OUT: is a symbolic link (to {tmp_path / 'real'})" in err
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == before
+
+    # an input kept inside the prepared dataset it would replace
+    inside = _write_jsonl(tmp_path / "real" / "in.jsonl", [GOOD])
+    rc, _, err = _run(capsys, "data", "prepare", inside, tmp_path / "real", "--processor", "tiny-llava")
+    assert rc == 2 and "holds the input" in err and inside.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real", "work"]
+
+
+def test_an_interrupt_while_replacing_keeps_the_old_dataset(tmp_path, monkeypatch, tiny_llava):
+    from rlhfv.data.prepare import prepare
+
+    processor = tiny_llava[1]
+    out = tmp_path / "out"
+    prepare(EXAMPLE_PATH, out, processor, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rename = Path.rename
+
+    def interrupted(self, target):
+        if self.name.startswith(".out.staging-"):
+            raise KeyboardInterrupt  # Ctrl-C just as the new dataset would move in
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(EXAMPLE_PATH, out, processor, progress=False, alignment="reference")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing renamed aside, no staging left
+    monkeypatch.setattr(Path, "rename", rename)
+    prepare(EXAMPLE_PATH, out, processor, progress=False, alignment="reference")
+    assert load_prepared(out)[1]["alignment"] == "reference"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_show_passes_over_bad_rows_and_names_the_one_asked_for(tmp_path, capsys):
+    f = _write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {**GOOD, "id": "first"},
+            {**GOOD, "corrected": ""},
+            "{oops",
+            {**GOOD, "id": "fourth"},
+            {**GOOD, "corrected": " "},
+        ],
+    )
+    rc, out, err = _run(capsys, "data", "show", f, "--index", "3")
+    assert rc == 0 and out.startswith(f"record 3 (row 4) of {f}, id fourth")
+    assert (
+        err
+        == f"rlhfv: warning: passed over 2 bad row(s) before it (first: {f}: row 2: field corrected: answer is empty)\n"
+    )
+    for index, message in (
+        (1, "row 2: field corrected: answer is empty"),
+        (2, "row 3: malformed JSON"),
+        (4, "row 5: field corrected: answer is empty"),
+    ):
+        rc, out, err = _run(capsys, "data", "show", f, "--index", index)
+        assert rc == 2 and out == "" and err.startswith(f"rlhfv: error: {f}: {message}")
+    rc, _, err = _run(capsys, "data", "show", f, "--index", 5)
+    assert rc == 2 and "field --index: has no record 5" in err
+
+
+def test_sigterm_during_prepare_removes_the_cache_and_staging_folders(tmp_path):
+    import signal
+    import time
+
+    lines = EXAMPLE_PATH.read_text().splitlines()
+    (tmp_path / "in.jsonl").write_text("\n".join(lines * 1000) + "\n")  # long enough to be stopped
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlhfv.cli",
+            "data",
+            "prepare",
+            "in.jsonl",
+            "out",
+            "--processor",
+            "tiny-llava",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".out.cache-") for p in tmp_path.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        time.sleep(0.3)  # rows are being encoded and written to the cache
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

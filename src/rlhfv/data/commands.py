@@ -191,7 +191,7 @@ def render_diff(original: str, corrected: str, segments, *, color: bool) -> str:
 
 def _show(args: argparse.Namespace) -> int:
     from rlhfv.data.diff import changed_segments
-    from rlhfv.data.io import image_extension, read_corrections_with_rows
+    from rlhfv.data.io import image_extension
     from rlhfv.data.prepare import METADATA_FILE, resolve_input
     from rlhfv.errors import InputError
 
@@ -201,14 +201,7 @@ def _show(args: argparse.Namespace) -> int:
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     if (path / METADATA_FILE).is_file():
         return _show_prepared(path, args.index, color)
-    found = None
-    for k, item in enumerate(read_corrections_with_rows(path, format=args.format)):
-        if k == args.index:
-            found = item
-            break
-    if found is None:
-        raise InputError(f"has no record {args.index}", path=str(path), field="--index", reason="usage")
-    row, c = found
+    row, c = _record_at(path, args.format, args.index)
     segments = c.segments if c.segments is not None else changed_segments(c.original, c.corrected)
     image = (
         f"{len(c.image)} bytes ({image_extension(c.image).lstrip('.')})"
@@ -229,6 +222,37 @@ def _show(args: argparse.Namespace) -> int:
             f"  {seg.kind:<7} {seg.original_text(c.original)!r} -> {seg.corrected_text(c.corrected)!r}{cat}"
         )
     return 0
+
+
+def _record_at(path, fmt: str | None, index: int):
+    """``(row, correction)`` of record ``index`` in file order, counting bad rows too.
+
+    A bad row before it is passed over (one warning on stderr says how many); a bad row
+    at ``index`` is the error itself, naming its row and field.
+    """
+    from rlhfv.data.io import read_corrections_with_rows
+    from rlhfv.errors import InputError
+
+    bad: list[InputError] = []  # filled by the reader, in order, between good records
+    k, passed = 0, []
+    for item in read_corrections_with_rows(path, format=fmt, on_error=bad.append):
+        for err in bad:
+            if k == index:
+                raise err
+            passed.append(err)
+            k += 1
+        bad.clear()
+        if k == index:
+            if passed:
+                print(
+                    f"rlhfv: warning: passed over {len(passed)} bad row(s) before it (first: {passed[0]})",
+                    file=sys.stderr,
+                )
+            return item
+        k += 1
+    if index < k + len(bad):
+        raise bad[index - k]
+    raise InputError(f"has no record {index}", path=str(path), field="--index", reason="usage")
 
 
 def render_tokens(tokens: list[str], changed: list[int], *, color: bool) -> str:

@@ -75,6 +75,17 @@ def image_token(processor) -> str | None:
     )
 
 
+def special_token_texts(processor) -> list[str]:
+    """The strings the processor's tokenizer turns into special tokens wherever they occur in
+    text (eos ``"</s>"``, ``"<|im_end|>"``, padding, the image placeholder...)."""
+    tokenizer = processor.tokenizer
+    texts = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    texts.update(str(t) for t in added.values() if getattr(t, "special", False))
+    texts.add(image_token(processor) or "")
+    return sorted(t for t in texts if t.strip())
+
+
 def _user_turn(processor, question: str) -> list[dict[str, Any]]:
     token = image_token(processor)
     for placeholder in {token, "<image>"} - {None}:
@@ -98,9 +109,20 @@ def completion_text(processor, question: str, answer: str) -> tuple[str, int]:
 
     As TRL does for conversational data: render prompt + assistant turn and keep what
     follows the rendered prompt, so the answer carries the template's own framing (a
-    leading space, an end-of-turn token such as ``<|im_end|>``). Falls back to the bare
-    answer when the template does not extend the prompt or rewrites the answer.
+    leading space, an end-of-turn token such as ``<|im_end|>``). A template that trims the
+    message (Gemma's ``| trim``) keeps its framing too: the answer's outer whitespace is
+    dropped as the template drops it, and the offset returned is where ``answer[0]`` would
+    be (negative when leading whitespace was trimmed). Falls back to the bare answer when
+    the template does not extend the prompt or rewrites the answer otherwise.
     """
+    text, at, _, _ = _completion(processor, question, answer)
+    return text, at
+
+
+def _completion(processor, question: str, answer: str) -> tuple[str, int, int, int]:
+    """``(text, at, lo, hi)``: :func:`completion_text`, and the part ``answer[lo:hi]`` that the
+    text holds verbatim, at ``text[at + lo : at + hi]``."""
+    bare = (answer, 0, 0, len(answer))
     prompt = render_prompt(processor, question)
     turns = [
         *_user_turn(processor, question),
@@ -109,12 +131,19 @@ def completion_text(processor, question: str, answer: str) -> tuple[str, int]:
     try:
         full = processor.apply_chat_template(turns, tokenize=False)
     except Exception:  # a template that cannot render an assistant turn this way
-        return answer, 0
+        return bare
     if not full.startswith(prompt):
-        return answer, 0
+        return bare
     completion = full[len(prompt) :]
     at = completion.find(answer)
-    return (completion, at) if at >= 0 else (answer, 0)
+    if at >= 0:
+        return completion, at, 0, len(answer)
+    kept = answer.strip()  # a trimming template
+    at = completion.find(kept) if kept else -1
+    if at < 0:
+        return bare
+    lo = len(answer) - len(answer.lstrip())
+    return completion, at - lo, lo, lo + len(kept)
 
 
 def answer_tokens(
@@ -127,7 +156,7 @@ def answer_tokens(
     (``None``): only the paper alignment needs them, and Python (slow) tokenizers have none.
     """
     tokenizer = processor.tokenizer
-    text, at = completion_text(processor, question, answer)
+    text, at, lo, hi = _completion(processor, question, answer)
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
     except NotImplementedError:  # older transformers' Python tokenizers refuse offsets
@@ -139,7 +168,7 @@ def answer_tokens(
     if offsets:
         spans = []
         for s, e in enc["offset_mapping"]:
-            s, e = max(s, at) - at, min(e, at + len(answer)) - at
+            s, e = max(s, at + lo) - at, min(e, at + hi) - at
             spans.append((s, e) if s < e else (0, 0))
     if tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
@@ -320,11 +349,35 @@ class PromptEncoder:
         return raw[:at] + learnt[1] + raw[at + 1 :]
 
 
+def _kind_of(seg: ChangedSegment) -> str:
+    """The kind a segment's spans make: ``insert`` (original span empty), ``delete`` (corrected
+    span empty), ``replace`` (both non-empty); ``""`` when both are empty."""
+    o, c = seg.original_end > seg.original_start, seg.corrected_end > seg.corrected_start
+    return "replace" if o and c else "delete" if o else "insert" if c else ""
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def check_segments(
     segments: Iterable[ChangedSegment], original: str, corrected: str, *, path=None, row=None
 ) -> list[ChangedSegment]:
-    """Annotator segments must lie inside both texts and carry a known kind."""
+    """Annotator segments must be a complete diff of the two answers, else :class:`InputError`
+    (field ``segments``, reason ``bad_segments``).
+
+    Each segment lies inside both texts and has the kind its spans make (``replace``: both
+    non-empty; ``insert``: original span empty; ``delete``: corrected span empty); in order
+    of their offsets they do not overlap, and the text between them is the same on both
+    sides. So :func:`~rlhfv.data.diff.apply_segments` turns ``original`` into ``corrected``
+    and back, each segment at its own offsets. Offsets are Python string indices (code
+    points): UTF-16 or byte offsets from another tool are off after any emoji or accent.
+    """
     checked = list(segments)
+
+    def bad(message: str) -> InputError:
+        return InputError(message, path=path, row=row, field="segments", reason="bad_segments")
+
     for seg in checked:
         ok = (
             seg.kind in CHANGE_KINDS
@@ -332,14 +385,39 @@ def check_segments(
             and 0 <= seg.corrected_start <= seg.corrected_end <= len(corrected)
         )
         if not ok:
-            raise InputError(
-                f"segment {seg.to_dict()} does not fit the answers",
-                path=path,
-                row=row,
-                field="segments",
-                reason="bad_segments",
+            raise bad(f"segment {seg.to_dict()} does not fit the answers")
+        if seg.kind != _kind_of(seg):
+            raise bad(
+                f"segment {seg.to_dict()} is a {seg.kind} but covers {_clip(seg.original_text(original))}"
+                f" -> {_clip(seg.corrected_text(corrected))}"
             )
+    o_prev = c_prev = 0
+    for seg in sorted(checked, key=lambda s: (s.original_start, s.corrected_start)):
+        if seg.original_start < o_prev or seg.corrected_start < c_prev:
+            raise bad(f"segment {seg.to_dict()} overlaps the one before it")
+        a, b = original[o_prev : seg.original_start], corrected[c_prev : seg.corrected_start]
+        if a != b:
+            raise bad(_stale(seg, a, b, original, corrected))
+        o_prev, c_prev = seg.original_end, seg.corrected_end
+    a, b = original[o_prev:], corrected[c_prev:]
+    if a != b:
+        raise bad(_stale(None, a, b, original, corrected))
     return checked
+
+
+def _stale(seg: ChangedSegment | None, a: str, b: str, original: str, corrected: str) -> str:
+    where = (
+        f"before the {seg.kind} at original[{seg.original_start}:{seg.original_end}] -> "
+        f"corrected[{seg.corrected_start}:{seg.corrected_end}] ({_clip(seg.original_text(original))} -> "
+        f"{_clip(seg.corrected_text(corrected))})"
+        if seg is not None
+        else "after the last segment"
+    )
+    return (
+        "segments do not turn the original answer into the corrected one: "
+        f"{where} the original has {_clip(a)} where the corrected has {_clip(b)}; offsets are "
+        "Python string indices (code points), not UTF-16 units or bytes, and every change needs a segment"
+    )
 
 
 def encode_correction(
@@ -367,12 +445,15 @@ def encode_correction(
     token-id diff marks (``kinds`` is then ignored: it counts replacements only).
     ``prompt_encoder`` (a :class:`PromptEncoder` for ``processor``) makes a long run faster
     with identical results. Raises :class:`InputError` for an unreadable image or one the
-    processor refuses, an answer containing the image placeholder, a sequence over
-    ``max_length``, or ``alignment="paper"`` with a tokenizer that gives no offsets.
+    processor refuses, an answer containing the image placeholder (reason
+    ``placeholder_in_answer``) or another special token's text such as ``"</s>"``
+    (``special_token_in_answer``), a sequence over ``max_length``, or
+    ``alignment="paper"`` with a tokenizer that gives no offsets.
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
     placeholder = image_token(processor)
+    specials = special_token_texts(processor)
     for field, text in (("corrected", correction.corrected), ("original", correction.original)):
         if placeholder and isinstance(text, str) and placeholder in text:
             # it would become an image token the model tries to fill with image features
@@ -382,6 +463,19 @@ def encode_correction(
                 row=row,
                 field=field,
                 reason="placeholder_in_answer",
+            )
+        found = [(text.find(t), t) for t in specials if isinstance(text, str) and t in text]
+        if found:
+            at, token = min(found)
+            # the tokenizer reads it as that one special token (an end of turn, a
+            # pad...), not as the characters the annotator wrote
+            raise InputError(
+                f"answer contains the tokenizer's special token {token!r} (at character {at}), which "
+                "would be read as that token, not as text; remove it from the answer",
+                path=path,
+                row=row,
+                field=field,
+                reason="special_token_in_answer",
             )
     data = image_bytes(correction, path=path, row=row)
     image = None if isinstance(correction.image, bytes | bytearray) else str(correction.image)

@@ -35,11 +35,14 @@ import base64
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from rlhfv.data.encode import check_segments
 from rlhfv.data.schema import ChangedSegment, Correction
 from rlhfv.errors import InputError
 
@@ -65,11 +68,24 @@ NATIVE_COLUMNS = ("id", "image", "question", "original", "corrected", "annotator
 # ---- validation ------------------------------------------------------------------------
 
 
+def _lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate (``"\\ud83d"`` from a JSON escape of half an emoji) in
+    ``text``: no UTF-8 encoding exists for it, so no tokenizer or writer takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
 def check_correction(c: Correction, *, path: str | None = None, row: int | None = None) -> Correction:
     """Raise :class:`InputError` unless ``c`` is a usable preference pair.
 
-    Checks: question is a string; both answers are non-empty strings; they differ;
-    the image is non-empty bytes or a path to an existing file.
+    Checks: question is a string; both answers are non-empty strings; they differ in more
+    than whitespace; no text holds a lone surrogate (half a UTF-16 pair, not text); the
+    annotator's segments, when given, are a complete diff of the answers
+    (:func:`~rlhfv.data.encode.check_segments`); the image is non-empty bytes or a path to
+    an existing file.
     """
     if not isinstance(c.question, str):
         raise InputError(
@@ -86,6 +102,23 @@ def check_correction(c: Correction, *, path: str | None = None, row: int | None 
             )
         if not value.strip():
             raise InputError("answer is empty", path=path, row=row, field=field, reason="empty_answer")
+    for field, value in (
+        ("question", c.question),
+        ("original", c.original),
+        ("corrected", c.corrected),
+        ("annotator", c.annotator),
+        ("id", c.id),
+    ):
+        at = _lone_surrogate(value) if isinstance(value, str) else None
+        if at is not None:
+            raise InputError(
+                f"holds a lone surrogate {value[at]!r} at character {at} (half of a UTF-16 pair, "
+                "not text; was an emoji cut in two?)",
+                path=path,
+                row=row,
+                field=field,
+                reason="lone_surrogate",
+            )
     if c.original == c.corrected:
         raise InputError(
             "corrected answer is identical to the original (nothing to learn from)",
@@ -94,6 +127,16 @@ def check_correction(c: Correction, *, path: str | None = None, row: int | None 
             field="corrected",
             reason="identical_answers",
         )
+    if c.original.split() == c.corrected.split():
+        raise InputError(
+            "corrected answer differs from the original only in whitespace (nothing to learn from)",
+            path=path,
+            row=row,
+            field="corrected",
+            reason="whitespace_only",
+        )
+    if c.segments is not None:
+        check_segments(c.segments, c.original, c.corrected, path=path, row=row)
     if isinstance(c.image, bytes | bytearray):
         if not c.image:
             raise InputError(
@@ -406,12 +449,27 @@ def write_jsonl(
         else (Path(image_dir) if Path(image_dir).is_absolute() else base / image_dir)
     )
     n = 0
-    with path.open("w", encoding="utf-8") as f:
+    with _replacing(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for c in corrections:
             obj = correction_to_json(c, base=base, image_dir=img_dir, embed_images=embed_images)
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A new file beside ``path`` to write, renamed over ``path`` (``os.replace``) when the
+    block ends without an error and deleted when it fails. So a writer may read its own
+    output file as it writes (``write_jsonl(read_jsonl(p), p)``), and an interrupted write
+    leaves the old file whole. A symbolic link is followed: its target is replaced."""
+    target = Path(os.path.realpath(path))
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---- Parquet (all layouts) -------------------------------------------------------------
@@ -612,7 +670,7 @@ def _write_parquet_rows(rows: Iterable[dict[str, Any]], path: Path, schema, row_
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     buffer: list[dict[str, Any]] = []
-    with pq.ParquetWriter(path, schema) as writer:
+    with _replacing(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for r in rows:
             buffer.append(r)
             if len(buffer) >= row_group_size:
@@ -898,19 +956,27 @@ def to_hf_dataset(corrections: Corrections, *, cache_dir: str | None = None):
     )
 
 
-def trl_record(c: Correction, *, conversational: bool = True) -> dict[str, Any]:
-    """One row of TRL's preference format for ``c`` (image as a PIL image).
+TRL_IMAGE_PLACEHOLDER = "<image>"
 
-    Conversational (default): ``prompt`` is a user turn, ``chosen`` / ``rejected`` are
-    assistant turns (TRL inserts the image placeholder); otherwise plain strings.
+
+def trl_record(c: Correction, *, conversational: bool = True) -> dict[str, Any]:
+    """One row of TRL's vision preference format for ``c`` (image as a PIL image).
+
+    Conversational (default), as TRL documents for vision datasets: ``prompt`` is a user
+    turn whose content is a ``{"type": "image"}`` entry followed by the question as a
+    ``{"type": "text"}`` entry; ``chosen`` / ``rejected`` are assistant turns with one text
+    entry. An ``"<image>"`` already typed in the question (LLaVA-style data) is removed: the
+    image entry is the one placeholder, which the processor's chat template renders.
+    Otherwise plain strings, the question as written.
     """
     image = c.load_image()
     if conversational:
+        question = c.question.replace(TRL_IMAGE_PLACEHOLDER, "").strip()
         return {
             "images": [image],
-            "prompt": [{"role": "user", "content": c.question}],
-            "chosen": [{"role": "assistant", "content": c.corrected}],
-            "rejected": [{"role": "assistant", "content": c.original}],
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": c.corrected}]}],
+            "rejected": [{"role": "assistant", "content": [{"type": "text", "text": c.original}]}],
         }
     return {"images": [image], "prompt": c.question, "chosen": c.corrected, "rejected": c.original}
 
@@ -925,13 +991,16 @@ def _trl_rows(source: _Source, conversational: bool) -> Iterator[dict[str, Any]]
 def to_trl_dataset(corrections: Corrections, *, conversational: bool = True, cache_dir: str | None = None):
     """Corrections (a path or an iterable) as a ``datasets.Dataset`` in TRL's preference format.
 
-    Columns ``images`` (list of ``datasets.Image``), ``prompt``, ``chosen``, ``rejected``;
-    ready for ``trl.DPOTrainer`` (vanilla DPO, the ``gamma = 1`` baseline).
+    Columns ``images`` (list of ``datasets.Image``), ``prompt``, ``chosen``, ``rejected``
+    (see :func:`trl_record`; in the dataset the image entry reads back as
+    ``{"type": "image", "text": None}``); ready for ``trl.DPOTrainer`` (vanilla DPO, the
+    ``gamma = 1`` baseline).
     """
     import datasets
 
     if conversational:
-        turn = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
+        part = {"type": datasets.Value("string"), "text": datasets.Value("string")}
+        turn = [{"role": datasets.Value("string"), "content": [part]}]
         text: Any = {"prompt": turn, "chosen": turn, "rejected": turn}
     else:
         text = {k: datasets.Value("string") for k in ("prompt", "chosen", "rejected")}

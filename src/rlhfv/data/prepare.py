@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -252,9 +253,12 @@ def prepare(
     """Encode every correction in ``input_path`` for ``processor`` and save to ``output``.
 
     ``gamma`` (a positive number) is only recorded: the data hold 0/1 "changed" masks and
-    training applies its own ``TrainConfig.gamma`` (warning when it differs from this one). Bad rows raise :class:`InputError`, or are skipped and counted by reason with
-    ``skip_bad``. An existing prepared dataset at ``output`` is replaced; any other
-    non-empty folder is refused.
+    training applies its own ``TrainConfig.gamma`` (warning when it differs from this one).
+    Bad rows raise :class:`InputError`, or are skipped and counted by reason with
+    ``skip_bad``. ``output`` is checked before any work (:func:`check_output`): an existing
+    prepared dataset there is replaced only once the new one is complete, in two renames
+    (:func:`_move_into_place`); any other non-empty folder, a symbolic link or the current
+    folder is refused.
     """
     import datasets
 
@@ -269,15 +273,8 @@ def prepare(
         raise InputError(f"change kinds must be some of {', '.join(CHANGE_KINDS)}", field="--kinds")
     start_time = time.perf_counter()
     input_path = resolve_input(input_path)
-    output = Path(output)
-    if output.exists() and (
-        not output.is_dir() or (any(output.iterdir()) and not (output / METADATA_FILE).exists())
-    ):
-        raise InputError(
-            "exists and is not a prepared dataset; choose a new or empty folder",
-            path=str(output),
-            reason="output_exists",
-        )
+    shown = str(output)  # as the user wrote it, for the summary
+    output = check_output(output, input_path)
     fmt = input_format or sniff_format(input_path)
     check_chat_template(processor, processor_name)
     if alignment == "paper" and not has_offsets(processor.tokenizer):
@@ -320,7 +317,7 @@ def prepare(
                 )
             ds.save_to_disk(str(staging))
             del ds
-        summary = _finish(job, output, start_time)
+        summary = _finish(job, shown, start_time)
         meta = {
             "format_version": FORMAT_VERSION,
             "processor": processor_name
@@ -339,9 +336,7 @@ def prepare(
             "summary": summary.to_dict(),
         }
         (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        _move_into_place(staging, output)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -350,7 +345,50 @@ def prepare(
     return summary
 
 
-def _finish(job: _Job, output: Path, start_time: float) -> PrepareSummary:
+def check_output(output: str | Path, input_path: Path | None = None) -> Path:
+    """The absolute output folder, checked before any work: a new path, an empty folder or a
+    prepared dataset (which is replaced); never a symbolic link, the current folder or one
+    above it, a folder holding the input, or anything else that exists."""
+    given = Path(output)
+
+    def refuse(message: str) -> InputError:
+        return InputError(message, path=str(given), field="OUT", reason="output_exists")
+
+    if given.is_symlink():
+        raise refuse(f"is a symbolic link (to {os.readlink(given)}); give the folder itself or a new name")
+    out = Path(os.path.abspath(given))  # "." and ".." resolved, so the folder has a name
+    real, cwd = out.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise refuse("is the current folder or holds it; give a new folder name for the prepared dataset")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA_FILE).is_file())):
+        raise refuse("exists and is not a prepared dataset; choose a new or empty folder")
+    if input_path is not None and out.exists():
+        source = Path(input_path).resolve()
+        if source == real or real in source.parents:
+            raise refuse(f"holds the input {input_path}, which replacing it would delete")
+    return out
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """Rename the finished ``staging`` folder to ``output``. An existing ``output`` (checked
+    by :func:`check_output`: a prepared dataset or an empty folder) is first renamed aside
+    and put back if the second rename fails or is interrupted, so there is no moment when
+    an interrupt loses both the old and the new dataset; it is deleted only after."""
+    if not output.exists():
+        staging.rename(output)
+        return
+    old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        output.rename(old)
+        staging.rename(output)
+    except BaseException:
+        if old.exists() and not output.exists():
+            old.rename(output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _finish(job: _Job, output: str, start_time: float) -> PrepareSummary:
     s = job.summary
     s.skipped_reasons = dict(sorted(job.skipped.items()))
     s.rows_skipped = sum(job.skipped.values())
@@ -358,7 +396,7 @@ def _finish(job: _Job, output: Path, start_time: float) -> PrepareSummary:
     s.mean_changed_segments = round(job.segments / s.rows_written, 4) if s.rows_written else 0.0
     s.changed_token_share = round(s.changed_tokens / s.answer_tokens, 4) if s.answer_tokens else 0.0
     s.seconds = round(time.perf_counter() - start_time, 3)
-    s.output = str(output)
+    s.output = output
     return s
 
 
