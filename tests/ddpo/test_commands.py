@@ -281,3 +281,66 @@ def test_hub_ids_are_not_paths():
 
     assert not any(map(looks_like_path, ["llava-hf/llava-1.5-7b-hf", "nomodel", "Qwen/Qwen2-VL-2B-Instruct"]))
     assert all(map(looks_like_path, ["/a", "./a", "../a", "~/a", "a/b/c", "a//b", "."]))
+
+
+def test_a_lora_output_is_the_merged_starting_model_of_the_next_run(
+    tmp_path, prepared, model_dir, capsys, caplog
+):
+    """SFT with --lora, then DDPO with --model on its output (without and with --lora): the
+    adapter is merged into the base model it records, and that merge is what trains and what
+    the reference log-probs come from."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from rlhfv.ddpo.commands import load_model
+    from rlhfv.ddpo.config import TrainConfig
+    from rlhfv.ddpo.reference import CACHE_DIRNAME, fingerprint_model, reference_fingerprint
+    from rlhfv.ddpo.trainer import data_fingerprint, load_prepared_data, prepare_model
+    from rlhfv.errors import InputError
+
+    sft = tmp_path / "sft"
+    assert main(run_args("sft", model_dir, prepared, sft, "--max-steps", "2", "--lora")) == 0
+    base = AutoModelForImageTextToText.from_pretrained(model_dir)
+    merged = PeftModel.from_pretrained(base, sft).merge_and_unload()  # independent of rlhfv's loader
+    expected = {k: v.clone() for k, v in merged.state_dict().items()}
+    start = AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
+    assert any(not torch.equal(expected[k], start[k]) for k in expected)  # the adapter changed something
+
+    loaded, _ = load_model(str(sft))  # what `rlhfv train --model SFT` starts from
+    state = loaded.state_dict()
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+    assert all(p.requires_grad for p in loaded.parameters())
+    assert f"{sft}: a LoRA adapter folder: loaded its base model {model_dir}" in caplog.text
+
+    cache = tmp_path / "refcache"
+    full, lora = tmp_path / "full", tmp_path / "lora"
+    for run, extra in ((full, []), (lora, ["--lora"])):
+        args = run_args(
+            "train", sft, prepared, run, "--max-steps", "2", "--reference-cache", str(cache), *extra
+        )
+        assert main(args) == 0
+        assert "trained 2 steps" in capsys.readouterr().out
+    # both runs' reference (the initial model) was exactly the independent merge, config included
+    dataset, metadata = load_prepared_data(prepared)
+    key = reference_fingerprint(
+        fingerprint_model(merged),
+        data_fingerprint(dataset, metadata),
+        image_pipeline="pad",
+        mixed_precision="no",
+        forward="auto",
+    )
+    assert [p.name for p in (cache / CACHE_DIRNAME).iterdir()] == [key]
+    trained = AutoModelForImageTextToText.from_pretrained(full).state_dict()
+    assert any(not torch.equal(trained[k], expected[k]) for k in expected)  # full fine-tuning moved it
+    # the new adapter records the SFT adapter folder as its base, and loads as the two merges
+    recorded = json.loads((lora / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == str(sft.resolve())
+    twice = PeftModel.from_pretrained(merged, lora).merge_and_unload().state_dict()
+    chained = load_model(str(lora))[0].state_dict()
+    assert any(not torch.equal(twice[k], expected[k]) for k in expected)
+    assert all(torch.equal(chained[k], twice[k]) for k in twice)
+    # through the Python API, adapter layers that transformers attached (unmerged) are refused
+    attached = AutoModelForImageTextToText.from_pretrained(sft)
+    with pytest.raises(InputError, match="peft adapter layers outside a PeftModel"):
+        prepare_model(attached, TrainConfig())

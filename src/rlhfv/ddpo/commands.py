@@ -145,7 +145,10 @@ def load_model(name: str, dtype: str = "float32"):
 
     ``tiny-llava`` | ``tiny-llava-next`` | ``tiny-qwen2-vl`` | ``tiny-idefics3`` build the
     randomly initialised tiny models of ``rlhfv.tiny`` (the processors match
-    ``rlhfv data prepare --processor tiny-...``), for trying the commands on a CPU.
+    ``rlhfv data prepare --processor tiny-...``), for trying the commands on a CPU. A LoRA
+    adapter folder (the output of ``rlhfv train --lora``) gives its base model with the
+    adapter merged in (``rlhfv.data.pretrained.load_merged_adapter``): the starting point and
+    the reference of the run.
     """
     from pathlib import Path
 

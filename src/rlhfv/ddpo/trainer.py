@@ -59,6 +59,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,15 +264,39 @@ def apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
         target_modules=targets,
         bias="none",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return get_peft_model(model, lora)
+
+
+def check_no_loose_adapters(model: torch.nn.Module) -> None:
+    """An ``InputError`` for peft adapter layers outside a ``PeftModel``: rlhfv cannot merge
+    them, and frozen for inference they would leave nothing (or only them) to train."""
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if isinstance(model, PeftModel) or not any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+        return
+    raise InputError(
+        "the model carries peft adapter layers outside a PeftModel (as transformers' from_pretrained "
+        "of a LoRA adapter folder or load_adapter attaches them), which cannot be merged here: load the "
+        "folder with rlhfv.data.pretrained.load_model_and_processor (its base model with the adapter "
+        "merged in) or pass PeftModel.from_pretrained(base, folder)",
+        field="model",
+        reason="bad_model",
+    )
 
 
 def prepare_model(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """Freezing, LoRA and gradient checkpointing as the config asks.
 
     A model that already carries LoRA adapters (e.g. ``train_sft(..., lora=True).model``) is
-    merged first: it is the starting point (and the reference) of this run.
+    merged first: it is the starting point (and the reference) of this run. Adapter layers
+    outside a ``PeftModel`` (transformers' ``from_pretrained`` of an adapter folder, or
+    ``load_adapter``) are refused: load such a folder with
+    ``rlhfv.data.pretrained.load_model_and_processor``, which merges it.
     """
+    check_no_loose_adapters(model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if config.lora:
@@ -603,9 +628,15 @@ class Trainer:
         state_dict = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
             directory.mkdir(parents=True, exist_ok=True)
-            accelerator.unwrap_model(model).save_pretrained(
-                directory, state_dict=state_dict, safe_serialization=True
-            )
+            with warnings.catch_warnings():
+                # peft looks for the base model's config.json to see whether the vocabulary was
+                # resized (never, here); a base that is a LoRA folder or a hub id offline has none
+                warnings.filterwarnings(
+                    "ignore", message="Could not find a config file in", category=UserWarning
+                )
+                accelerator.unwrap_model(model).save_pretrained(
+                    directory, state_dict=state_dict, safe_serialization=True
+                )
             self.processor.save_pretrained(directory)
 
     def _save_checkpoint(self, accelerator, model, step: int, epoch: int) -> Path:
@@ -708,6 +739,7 @@ class Trainer:
 
         config = self.config
         model = self.model
+        check_no_loose_adapters(model)  # before the reference pass, which takes a while
         model.train()
         reference = None
         if config.reference != "adapters_disabled":  # the initial model, before any adapter exists
