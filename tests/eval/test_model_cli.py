@@ -32,7 +32,8 @@ def _image_dir(tmp_path: Path, names: list[str]) -> Path:
     return folder
 
 
-def test_pope_score_generates_answers(yes_no_model, tmp_path, capsys):
+def test_pope_score_generates_answers(yes_no_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # without --save-answers, the answers go to ./q.answers.jsonl
     annotations = tmp_path / "ann.jsonl"
     rows = [
         {"id": f"{i:012d}", "image": f"{i:012d}.jpg", "instances": [{"category": c} for c in cats]}
@@ -177,3 +178,165 @@ def test_mmhal_keeps_generated_answers_when_the_judge_fails(yes_no_model, closed
         main([*args, *gen, "--answers", str(saved)])
     assert exit_info.value.code == 2
     assert "argument --answers: not allowed with argument --model" in capsys.readouterr().err
+
+
+GREEDY_4 = {"num_beams": 1, "max_new_tokens": 4, "repetition_penalty": 1.0, "do_sample": False}
+
+
+def _saved_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_answers_saved_per_batch_survive_a_failure_and_are_resumed(yes_no_model, tmp_path, capsys):
+    """A real interruption: the third image is missing, so the second batch fails; the
+    first batch's answers are on disk, and a rerun generates only the rest."""
+    from rlhfv.errors import InputError
+    from rlhfv.eval.generate import answer_with_model, saved_answers
+
+    images = [str(IMAGES[0]), str(IMAGES[1]), str(tmp_path / "late.jpg")]
+    questions = ["Is there a dog?", "Is there a cat?", "Is there a bus?"]
+    rows = [{"id": i, "question": q} for i, q in enumerate(questions)]
+    saved = tmp_path / "answers.partial.jsonl"
+    run = dict(generation=GREEDY_4, batch_size=2, device="cpu", save_to=saved, rows=rows)
+    with pytest.raises(InputError, match="late.jpg"):
+        answer_with_model(yes_no_model, images, questions, **run)
+    lines = _saved_rows(saved)
+    assert [(r["id"], r["model"], r["generation"]) for r in lines] == [
+        (i, yes_no_model, GREEDY_4) for i in (0, 1)
+    ]
+    # mark the saved answers, and cut a line off as a kill in mid-write would
+    marked = [r | {"response": f"saved {r['id']}"} for r in lines]
+    saved.write_text("".join(json.dumps(r) + "\n" for r in marked) + '{"id": 2, "quest')
+    shutil.copy(IMAGES[0], tmp_path / "late.jpg")
+    capsys.readouterr()
+    answers = answer_with_model(yes_no_model, images, questions, **run)
+    assert answers[:2] == ["saved 0", "saved 1"] and isinstance(answers[2], str)
+    assert f"rlhfv: resuming: 2 of 3 answers read from {saved}" in capsys.readouterr().err
+    made_with = {"model": yes_no_model, "generation": GREEDY_4}
+    assert saved_answers(saved, rows, made_with) == dict(enumerate(answers))  # the new one on its own line
+    # answers made with other settings, or to changed questions, are not reused
+    other = answer_with_model(
+        yes_no_model, images, questions, **run | {"generation": GREEDY_4 | {"max_new_tokens": 3}}
+    )
+    assert other[:2] != ["saved 0", "saved 1"]
+    assert saved_answers(saved, [{"id": 0, "question": "Is there a car?"}], made_with) == {}
+
+
+def _pope_files(tmp_path: Path) -> tuple[Path, Path, list[dict]]:
+    annotations = tmp_path / "ann.jsonl"
+    rows = [
+        {"id": str(i), "image": f"{i}.jpg", "instances": [{"category": c} for c in cats]}
+        for i, cats in enumerate([["dog", "cat"], ["bus"]])
+    ]
+    annotations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    image_dir = _image_dir(tmp_path, ["0.jpg", "1.jpg"])
+    questions = tmp_path / "q.jsonl"
+    build = ["eval", "pope", "build", "--annotations", str(annotations), "--out", str(questions)]
+    assert main([*build, "--split", "random", "--n-images", "1", "--per-image", "1"]) == 0
+    return questions, image_dir, _saved_rows(questions)
+
+
+def test_pope_score_resumes_from_answers_saved_beside_the_default_file(
+    yes_no_model, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    questions, image_dir, qs = _pope_files(tmp_path)
+    # what an interrupted run left: the first question's answer
+    first = {"question_id": 0, "image": qs[0]["image"], "question": qs[0]["text"]}
+    (tmp_path / "q.answers.partial.jsonl").write_text(
+        json.dumps(first | {"response": "Yes, there is.", "model": yes_no_model, "generation": GREEDY_4})
+        + "\n"
+    )
+    capsys.readouterr()
+    score = ["eval", "pope", "score", "--questions", str(questions), "--json"]
+    gen = [
+        "--model",
+        yes_no_model,
+        "--image-dir",
+        str(image_dir),
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "1",
+    ]
+    assert main([*score, *gen]) in (0, 2)  # 2: no answer parsed
+    err = capsys.readouterr().err
+    assert "rlhfv: resuming: 1 of 2 answers read from q.answers.partial.jsonl" in err
+    assert "rlhfv: generated answers saved to q.answers.jsonl (reusable as --answers)" in err
+    saved = _saved_rows(tmp_path / "q.answers.jsonl")
+    assert [r["question_id"] for r in saved] == [0, 1] and saved[0]["answer"] == "Yes, there is."
+    assert not (tmp_path / "q.answers.partial.jsonl").exists()
+
+
+def test_amber_resumes_from_answers_saved_per_batch(yes_no_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    queries = [{"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."}]
+    queries.append({"id": 2, "image": "AMBER_2.jpg", "query": "Is there a dog in this image?"})
+    annotations = [{"id": 1, "type": "generative", "truth": ["dog"], "hallu": ["cat"]}]
+    annotations.append({"id": 2, "type": "discriminative-existence", "truth": "no"})
+    for name, data in (
+        ("queries.json", queries),
+        ("annotations.json", annotations),
+        ("relation.json", {"dog": []}),
+    ):
+        (tmp_path / name).write_text(json.dumps(data))
+    image_dir = _image_dir(tmp_path, ["AMBER_1.jpg", "AMBER_2.jpg"])
+    made_with = {"model": yes_no_model, "generation": GREEDY_4}
+    (tmp_path / "queries.answers.partial.jsonl").write_text(
+        json.dumps(queries[0] | {"response": "A dog."} | made_with)
+    )
+    args = ["eval", "amber", "--annotations", "annotations.json", "--relation", "relation.json", "--json"]
+    args += ["--model", yes_no_model, "--queries", "queries.json", "--image-dir", str(image_dir)]
+    assert main([*args, "--max-new-tokens", "4", "--preset", "greedy"]) == 0
+    captured = capsys.readouterr()
+    assert "rlhfv: resuming: 1 of 2 answers read from queries.answers.partial.jsonl" in captured.err
+    assert json.loads(captured.out)["generative/cover"] == 1.0  # "A dog." was scored
+    saved = json.loads((tmp_path / "queries.answers.json").read_text())
+    assert [a["id"] for a in saved] == [1, 2] and saved[0]["response"] == "A dog."
+    assert not (tmp_path / "queries.answers.partial.jsonl").exists()
+
+
+def test_mmhal_saves_answers_beside_out_and_says_how_to_rerun(
+    yes_no_model, judge_server, closed_port_url, tmp_path, capsys
+):
+    questions = json.loads((SHARED / "mmhal_bench_template.json").read_text())[:2]
+    qfile = tmp_path / "mmhal.json"
+    qfile.write_text(json.dumps(questions))
+    image_dir = _image_dir(tmp_path, [f"{q['image_id']}.jpg" for q in questions])
+    out, saved = tmp_path / "result.json", tmp_path / "result.answers.json"
+    first = {"image_id": questions[0]["image_id"], "question": questions[0]["question"]}
+    made_with = {"model": yes_no_model, "generation": GREEDY_4}
+    (tmp_path / "result.answers.partial.jsonl").write_text(
+        json.dumps(first | {"response": "A dog."} | made_with)
+    )
+    args = ["eval", "mmhal", "--questions", str(qfile), "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    gen = [
+        "--model",
+        yes_no_model,
+        "--image-dir",
+        str(image_dir),
+        "--max-new-tokens",
+        "4",
+        "--preset",
+        "greedy",
+    ]
+    # the judge is down: nothing rated, and the error says where the answers are
+    assert main([*args, *gen, "--base-url", closed_port_url, "--max-retries", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "rlhfv: resuming: 1 of 2 answers read from" in err
+    assert err.splitlines()[-1].endswith(
+        f"; the generated answers are in {saved}: rerun with --answers {saved} instead of --model"
+        " to judge them again"
+    )
+    answers = json.loads(saved.read_text())
+    assert answers[0] == first | {"model_answer": "A dog."} and isinstance(answers[1]["model_answer"], str)
+    assert not (tmp_path / "result.answers.partial.jsonl").exists()
+    # the judge fails for one answer: the warning names the same rerun
+    judge_server.script = [(401, "bad key")]
+    judge_server.reply = lambda body: "Rating: 4"
+    assert main([*args, *gen, "--base-url", judge_server.url, "--max-retries", "0"]) == 1
+    assert (
+        f"(exit status 1; rerun with --answers {saved} instead of --model to retry them"
+        in capsys.readouterr().err
+    )
+    assert main([*args, "--answers", str(saved), "--base-url", judge_server.url]) == 0

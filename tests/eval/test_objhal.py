@@ -502,3 +502,28 @@ def test_answers_are_matched_by_question_id(tmp_path):
     qfile.write_text(json.dumps(questions[0] | {"question_id": None}) + "\n")
     responses, _ = match_answers(given, load_questions(qfile))
     assert responses == ["A bus."] and given.problems.counts["duplicate_id"] == 2
+
+
+def test_report_shows_each_answer_with_its_own_question(tmp_path):
+    """Two questions about one image: the report looked questions up by image id and
+    showed the second question's text beside both answers."""
+    image_id = json.loads(COCO80.read_text().splitlines()[0])["id"]
+    (tmp_path / "img.jpg").write_bytes(IMAGES[0].read_bytes())
+    qfile = tmp_path / "q.jsonl"
+    asked = [("7", "Describe the animals."), ("8", "What vehicles are there?")]
+    rows = [{"question_id": q, "image_id": image_id, "question": t, "image": "img.jpg"} for q, t in asked]
+    qfile.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = tmp_path / "answers.jsonl"
+    given = [("8", "A bus."), ("7", "A dog.")]
+    answers.write_text(
+        "".join(json.dumps({"question_id": q, "image_id": image_id, "response": t}) + "\n" for q, t in given)
+    )
+    run_object_halbench(qfile, [COCO80], out_dir=tmp_path / "run", answers=answers)
+    report = (tmp_path / "run" / "report.html").read_text()
+    items = report.split('<div class="item">')[1:]
+    shown = [(re.search(r'<p class="q">(.*?)</p>', it)[1], re.search(r"<p>(.*?)</p>", it)[1]) for it in items]
+    assert [(q, re.sub("<[^>]+>", "", a)) for q, a in shown] == [
+        ("Describe the animals.", "A dog."),
+        ("What vehicles are there?", "A bus."),
+    ]
+    assert "question_id 7" in items[0] and "question_id 8" in items[1]

@@ -320,12 +320,26 @@ def answer_amber(
     dtype: str = "auto",
     *,
     queries_path: str | Path | None = None,
+    save_to: str | Path | None = None,
 ) -> list[tuple[int, str]]:
-    """(id, response) for every query, generated with a HF vision-language model."""
+    """(id, response) for every query, generated with a HF vision-language model; with
+    ``save_to``, saved there batch by batch and resumed from it
+    (:func:`rlhfv.eval.generate.answer_with_model`)."""
     from rlhfv.eval.generate import answer_with_model, check_images
 
     images = [Path(image_dir) / q.image for q in queries]
     check_images([(f"row {q.row}", p) for q, p in zip(queries, images, strict=True)], queries_path)
     texts = [q.query for q in queries]
-    answers = answer_with_model(model, list(map(str, images)), texts, generation, batch_size, device, dtype)
+    rows = [{"id": q.id, "image": q.image, "query": q.query} for q in queries]
+    answers = answer_with_model(
+        model,
+        list(map(str, images)),
+        texts,
+        generation,
+        batch_size,
+        device,
+        dtype,
+        save_to=save_to,
+        rows=rows,
+    )
     return [(q.id, a) for q, a in zip(queries, answers, strict=True)]

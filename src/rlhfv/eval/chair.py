@@ -58,6 +58,9 @@ class ChairRecord:
     mentioned: tuple[str, ...]
     ground_truth: frozenset[str]
     response: str = ""
+    # position of the response among those given to score_chair (some may be skipped), so
+    # a caller can find its question; several questions may ask about one image
+    index: int | None = field(default=None, compare=False)
 
     @cached_property  # read by several metrics
     def hallucinated(self) -> tuple[str, ...]:
@@ -159,7 +162,7 @@ def score_chair(
         if found is None:
             n_failed += 1
             continue
-        records.append(ChairRecord(key, tuple(found), gt, response))
+        records.append(ChairRecord(key, tuple(found), gt, response, index=i))
     return ChairResult(
         metrics=compute_metrics(CHAIR_METRICS, records),
         n_responses=len(records),

@@ -154,7 +154,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--save-answers",
         metavar="FILE",
-        help="write the generated answers (JSONL: question_id, answer; reusable as --answers)",
+        help="where the generated answers go (JSONL: question_id, answer; reusable as --answers), appended"
+        " batch by batch to FILE-NAME.partial.jsonl beside it while generating, and resumed from there"
+        " (default: QUESTIONS-NAME.answers.jsonl in the current directory)",
     )
     _generation_args(s, default_max_new_tokens=16, default_preset="greedy")
     s.add_argument("--json", action="store_true", help="print the result summary as JSON")
@@ -174,7 +176,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--model", help="HF vision-language model to answer --queries")
     p.add_argument("--queries", help="AMBER query file (id, image, query), with --model")
     p.add_argument("--image-dir", help="AMBER images, with --model")
-    p.add_argument("--save-answers", metavar="FILE", help="write the generated answers (JSON)")
+    p.add_argument(
+        "--save-answers",
+        metavar="FILE",
+        help="where the generated answers go (JSON; reusable as --answers), appended batch by batch"
+        " to FILE-NAME.partial.jsonl beside it while generating, and resumed from there"
+        " (default: QUERIES-NAME.answers.json in the current directory)",
+    )
     _generation_args(p)
     p.add_argument("--annotations", required=True, help="AMBER annotations.json")
     p.add_argument("--relation", required=True, help="AMBER relation.json (word associations)")
@@ -200,7 +208,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-answers",
         metavar="FILE",
-        help="write the generated answers before judging (JSON; reusable as --answers)",
+        help="where the generated answers go before judging (JSON; reusable as --answers), appended"
+        " batch by batch to FILE-NAME.partial.jsonl beside it while generating, and resumed from there (default: beside --out,"
+        " OUT-NAME.answers.json; without --out, QUESTIONS-NAME.answers.json in the current directory)",
     )
     _generation_args(p)
     _endpoint_args(p, optional=False)
@@ -381,9 +391,11 @@ def _print(summary: dict[str, Any], as_json: bool, problems: list[str]) -> None:
         print(f"{key:>22}: {shown}")
 
 
-def _judge_status(n_failed: int, n_scored: int, noun: str, allow_partial: bool) -> int:
+def _judge_status(
+    n_failed: int, n_scored: int, noun: str, allow_partial: bool, rerun: str | None = None
+) -> int:
     """Exit status once results are printed: 1 when the judge endpoint failed for any item,
-    unless ``--allow-partial``.
+    unless ``--allow-partial``; ``rerun`` says how to retry them (default: rerun).
 
     An outage during a run would otherwise shrink the sample without a word, and a mean
     over the few items scored before it (or that needed no call) looks like a result.
@@ -393,7 +405,11 @@ def _judge_status(n_failed: int, n_scored: int, noun: str, allow_partial: bool) 
     print(
         f"rlhfv: warning: {n_failed} {noun}{'s' * (n_failed != 1)} not scored because the judge"
         f" endpoint failed; the aggregates cover only the {n_scored} scored"
-        + ("" if allow_partial else " (exit status 1; rerun to retry them, or pass --allow-partial)"),
+        + (
+            ""
+            if allow_partial
+            else f" (exit status 1; {rerun or 'rerun'} to retry them, or pass --allow-partial)"
+        ),
         file=sys.stderr,
     )
     return 0 if allow_partial else 1
@@ -513,9 +529,10 @@ def _pope_build(args: argparse.Namespace) -> int:
 
 
 def _pope_score(args: argparse.Namespace) -> int:
+    from rlhfv.eval.generate import partial_path
     from rlhfv.eval.pope import answer_pope, read_answers, read_questions, score_pope
 
-    check_output_file(args.save_answers, "--save-answers")
+    saved = _answers_file(args, Path(args.questions).stem + ".answers.jsonl")
     if args.model:
         if not args.image_dir:
             raise InputError("--model needs --image-dir")
@@ -525,12 +542,12 @@ def _pope_score(args: argparse.Namespace) -> int:
         given = read_answers(args.answers)
         answers, problems, where = given.answers, given.problems, given.rows.get
     else:
-        answers = answer_pope(questions, **_model_answering(args), questions_path=args.questions)
+        answers = answer_pope(
+            questions, **_model_answering(args), questions_path=args.questions, save_to=partial_path(saved)
+        )
+        rows = [{"question_id": qid, "answer": answer} for qid, answer in answers.items()]
+        _keep_answers(saved, rows)
         problems, where = None, None
-        if args.save_answers:
-            with open(args.save_answers, "w", encoding="utf-8") as f:
-                for qid, answer in answers.items():
-                    f.write(json.dumps({"question_id": qid, "answer": answer}) + "\n")
     result = score_pope(questions, answers, problems=problems, where=where)
     _print(result.summary(), args.json, problem_lines(result.problems))
     return 0
@@ -538,54 +555,79 @@ def _pope_score(args: argparse.Namespace) -> int:
 
 def _amber(args: argparse.Namespace) -> int:
     from rlhfv.eval.amber import answer_amber, load_amber, read_amber_answers, read_amber_queries, score_amber
+    from rlhfv.eval.generate import partial_path
 
-    check_output_file(args.save_answers, "--save-answers")
     if args.model:
         if not args.queries or not args.image_dir:
             raise InputError("--model needs --queries and --image-dir")
         _check_device(args)
+    saved = _answers_file(args, Path(args.queries or "amber").stem + ".answers.json")
     bench = load_amber(args.annotations, args.relation, args.safe_words)
     if args.answers:
         answers = read_amber_answers(args.answers)
     else:
         queries = read_amber_queries(args.queries)
-        answers = answer_amber(queries, **_model_answering(args), queries_path=args.queries)
-        if args.save_answers:
-            with open(args.save_answers, "w", encoding="utf-8") as f:
-                json.dump([{"id": i, "response": r} for i, r in answers], f, indent=1)
+        answers = answer_amber(
+            queries, **_model_answering(args), queries_path=args.queries, save_to=partial_path(saved)
+        )
+        _keep_answers(saved, [{"id": i, "response": r} for i, r in answers])
     result = score_amber(bench, answers)
     _print(result.summary(), args.json, problem_lines(result.problems))
     return 0
 
 
 def _mmhal(args: argparse.Namespace) -> int:
-    from rlhfv.eval.mmhal import answer_mmhal, load_mmhal, read_mmhal_answers, score_mmhal
+    from rlhfv.eval.generate import partial_path
+    from rlhfv.eval.mmhal import answer_mmhal, load_mmhal, question_row, read_mmhal_answers, score_mmhal
 
     check_output_file(args.out, "--out")
-    check_output_file(args.save_answers, "--save-answers")
+    beside = Path(args.out).with_suffix(".answers.json") if args.out else None
+    saved = _answers_file(args, beside or Path(args.questions).stem + ".answers.json")
     _check_client_args(args)
     if args.model:
         if not args.image_dir:
             raise InputError("--model needs --image-dir")
         _check_device(args)
     questions = load_mmhal(args.questions)
+    rerun = None
     if args.answers:
         answers = read_mmhal_answers(args.answers, len(questions))
     elif args.model:
-        answers = answer_mmhal(questions, **_model_answering(args), questions_path=args.questions)
-        if args.save_answers:  # before judging: a judge failure must not cost the generation
-            rows = [
-                {"image_id": q.image_id, "question": q.question, "model_answer": a}
-                for q, a in zip(questions, answers, strict=True)
-            ]
-            with open(args.save_answers, "w", encoding="utf-8") as f:
-                json.dump(rows, f, indent=1)
+        answers = answer_mmhal(
+            questions, **_model_answering(args), questions_path=args.questions, save_to=partial_path(saved)
+        )
+        # on disk before judging: a judge failure must not cost the generation
+        rows = [question_row(q) | {"model_answer": a} for q, a in zip(questions, answers, strict=True)]
+        _keep_answers(saved, rows)
+        rerun = f"rerun with --answers {saved} instead of --model"
     else:
         answers = [q.model_answer for q in questions]
     with _client(args) as client:
-        result = score_mmhal(questions, answers, client, progress=not args.json)
+        try:
+            result = score_mmhal(questions, answers, client, progress=not args.json)
+        except InputError as err:
+            if rerun is None:
+                raise
+            message = f"{err.message}; the generated answers are in {saved}: {rerun} to judge them again"
+            raise InputError(message, path=err.path, row=err.row, field=err.field, reason=err.reason) from err
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(result.to_json(), f, indent=1)
     _print(result.summary(), args.json, problem_lines(result.problems))
-    return _judge_status(result.n_judge_failed, result.n_rated, "answer", args.allow_partial)
+    return _judge_status(result.n_judge_failed, result.n_rated, "answer", args.allow_partial, rerun)
+
+
+def _answers_file(args: argparse.Namespace, default: str | Path) -> Path | None:
+    """Where generated answers go (``--save-answers``, else ``default`` when ``--model``
+    generates them), checked before any work; None when nothing is generated or saved."""
+    path = args.save_answers or (default if args.model else None)
+    check_output_file(None if path is None else str(path), "--save-answers")
+    return None if path is None else Path(path)
+
+
+def _keep_answers(path: Path, rows: list[dict[str, Any]]) -> None:
+    """:func:`rlhfv.eval.generate.write_answers`, then say on stderr where they are."""
+    from rlhfv.eval.generate import write_answers
+
+    write_answers(path, rows)
+    print(f"rlhfv: generated answers saved to {path} (reusable as --answers)", file=sys.stderr)

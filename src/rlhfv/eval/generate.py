@@ -10,12 +10,16 @@ and the text, prompts are left-padded, and only the newly generated tokens are d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rlhfv.data.images import is_image_file
 from rlhfv.errors import InputError
+from rlhfv.eval.problems import Problems, iter_jsonl
 
 # Decoding settings by name; "reference" is the RLHF-V Object HalBench setting.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -233,15 +237,130 @@ def generate_answers(
     return answers
 
 
+def partial_path(answers_file: str | Path) -> Path:
+    """Where answers are saved batch by batch until ``answers_file`` is written: beside it,
+    with ``.partial.jsonl`` for its extension.
+
+    >>> partial_path("runs/objhal/answers.jsonl").as_posix(), partial_path("mmhal.answers.json").name
+    ('runs/objhal/answers.partial.jsonl', 'mmhal.answers.partial.jsonl')
+    """
+    return Path(answers_file).with_suffix(".partial.jsonl")
+
+
+def write_answers(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """All answers to ``path`` (JSONL when it ends in ``.jsonl``, else a JSON list), then
+    remove the file :func:`answer_with_model` saved them to batch by batch."""
+    with open(path, "w", encoding="utf-8") as f:
+        if str(path).endswith(".jsonl"):
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        else:
+            json.dump(list(rows), f, indent=1)
+    partial_path(path).unlink(missing_ok=True)
+
+
+# fields of a saved answer line besides the item's own (its ids and question)
+_SAVED = ("response", "model", "generation")
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True)
+
+
+def saved_answers(
+    path: str | Path, rows: Sequence[dict[str, Any]], made_with: dict[str, Any]
+) -> dict[int, str]:
+    """Item index -> answer saved in ``path`` (by :func:`answer_with_model`) for an item with
+    the same row (ids and question), made with ``made_with`` (model name and settings);
+    nothing when the file is missing or any saved line was made otherwise."""
+    if not Path(path).is_file():
+        return {}
+    index: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        index.setdefault(_row_key(json.loads(json.dumps(row))), []).append(i)
+    done: dict[int, str] = {}
+    for _, obj in iter_jsonl(path, Problems()):  # a line cut off by a kill is skipped
+        if any(obj.get(k) != v for k, v in made_with.items()):
+            return {}
+        if isinstance(obj.get("response"), str):
+            item = {k: v for k, v in obj.items() if k not in _SAVED}
+            for i in index.get(_row_key(item), []):
+                done.setdefault(i, obj["response"])
+    return done
+
+
 def answer_with_model(
-    model: str,
+    model: str | Path | Any,
     images: Sequence[Any],
     questions: Sequence[str],
     generation: dict[str, Any],
     batch_size: int = 8,
     device: str | None = None,
     dtype: str = "auto",
+    *,
+    processor: Any = None,
+    save_to: str | Path | None = None,
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> list[str]:
-    """Load ``model`` (:func:`load_model`) and answer every (image, question) with a progress bar."""
-    loaded, processor = load_model(model, device=device, dtype=dtype)
-    return generate_answers(loaded, processor, images, questions, batch_size, progress=True, **generation)
+    """Answer every (image, question) with a progress bar.
+
+    ``model``: a name or path, loaded with :func:`load_model` only when something is left
+    to answer, or a loaded model given with its ``processor``. With ``save_to`` (JSONL),
+    each batch's answers are appended to it as soon as they are decoded, one line per
+    answer: ``rows[i]`` (what identifies item i: its ids and question) with ``response``,
+    ``model`` and ``generation``. So an interrupted or failed run keeps them, and a rerun
+    with the same model name and settings reads back the answers to unchanged items and
+    generates only the rest, saying so on stderr (a loaded model is never resumed: nothing
+    says it is the same one; answers made otherwise are overwritten). The caller removes
+    ``save_to`` once it has written all answers elsewhere (see :func:`partial_path`).
+    """
+    rows = rows if rows is not None else [{"question": q} for q in questions]
+    if len(rows) != len(questions):
+        raise ValueError(f"{len(rows)} rows but {len(questions)} questions")
+    named = isinstance(model, (str, Path))
+    # what saved answers must have been made with to be reused
+    made_with = {"model": str(model), "generation": json.loads(json.dumps(generation))}
+    done = saved_answers(save_to, rows, made_with) if save_to is not None and named else {}
+    todo = [i for i in range(len(questions)) if i not in done]
+    if done:
+        print(
+            f"rlhfv: resuming: {len(done)} of {len(questions)} answers read from {save_to}"
+            " (delete it to generate them again)",
+            file=sys.stderr,
+        )
+    new: list[str] = []
+    if todo:
+        if named:
+            model, processor = load_model(str(model), device=device, dtype=dtype)
+        with _appender(save_to, resume=bool(done)) as f:
+
+            def save(start: int, texts: list[str]) -> None:
+                if f is not None:
+                    for i, text in zip(todo[start : start + len(texts)], texts, strict=True):
+                        f.write(json.dumps(dict(rows[i]) | {"response": text} | made_with) + "\n")
+                    f.flush()
+
+            new = generate_answers(
+                model,
+                processor,
+                [images[i] for i in todo],
+                [questions[i] for i in todo],
+                batch_size,
+                progress=True,
+                on_batch=save,
+                **generation,
+            )
+    answers = done | dict(zip(todo, new, strict=True))
+    return [answers[i] for i in range(len(questions))]
+
+
+@contextlib.contextmanager
+def _appender(path: str | Path | None, *, resume: bool) -> Iterator[TextIO | None]:
+    """``path`` opened to append to (``resume``) or to overwrite; None for no path."""
+    if path is None:
+        yield None
+        return
+    # a line cut off by a kill is skipped when read back; the next one starts on its own line
+    cut = resume and not Path(path).read_bytes().endswith(b"\n")
+    with open(path, "a" if resume else "w", encoding="utf-8") as f:
+        f.write("\n" if cut else "")
+        yield f

@@ -294,8 +294,11 @@ def answer_mmhal(
     dtype: str = "auto",
     *,
     questions_path: str | Path | None = None,
+    save_to: str | Path | None = None,
 ) -> list[str]:
-    """Generate an answer to every question with a HF vision-language model."""
+    """Generate an answer to every question with a HF vision-language model; with
+    ``save_to``, saved there batch by batch and resumed from it
+    (:func:`rlhfv.eval.generate.answer_with_model`)."""
     from rlhfv.eval.generate import answer_with_model, check_images
 
     images: list[Path | InputError] = []
@@ -306,4 +309,21 @@ def answer_mmhal(
             images.append(err)
     check_images([(f"row {i}", im) for i, im in enumerate(images, start=1)], questions_path)
     texts = [q.question for q in questions]
-    return answer_with_model(model, list(map(str, images)), texts, generation, batch_size, device, dtype)
+    rows = [question_row(q) for q in questions]
+    return answer_with_model(
+        model,
+        list(map(str, images)),
+        texts,
+        generation,
+        batch_size,
+        device,
+        dtype,
+        save_to=save_to,
+        rows=rows,
+    )
+
+
+def question_row(q: MMHalQuestion) -> dict[str, Any]:
+    """What identifies a question in the answer files (with ``model_answer`` added, a list
+    of these is readable as ``--answers``)."""
+    return {"image_id": q.image_id, "question": q.question}

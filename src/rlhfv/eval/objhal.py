@@ -17,7 +17,6 @@ import base64
 import html
 import io
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from rlhfv.eval.chair import (
     normalize_image_id,
     score_chair,
 )
-from rlhfv.eval.generate import check_images
+from rlhfv.eval.generate import check_images, partial_path, write_answers
 from rlhfv.eval.judge import ChatClient
 from rlhfv.eval.objects import ObjectExtractor, coco_extractor
 from rlhfv.eval.problems import Problems, iter_jsonl, problem_lines, read_records
@@ -48,14 +47,6 @@ class Question:
     # optional in the question file; when given, answers are matched by it, so several
     # questions may ask about one image
     question_id: str | None = None
-
-    @property
-    def key(self) -> str:
-        """What an answer is matched to, and where it is resumed from: the question id
-        when there is one, else the (normalised) image id."""
-        if self.question_id is not None:
-            return f"question_id {self.question_id}"
-        return f"image_id {normalize_image_id(self.image_id)}"
 
 
 def load_questions(path: str | Path, *, limit: int | None = None) -> list[Question]:
@@ -235,9 +226,10 @@ def run_object_halbench(
     ``model`` is a name/path (loaded with AutoModelForImageTextToText) or a loaded model
     given together with ``processor``. Generated answers are appended to
     ``answers.partial.jsonl`` batch by batch; a run with the same model name and settings
-    resumes from it, and it is removed once ``answers.jsonl`` is written.
+    resumes from it (:func:`rlhfv.eval.generate.answer_with_model`), and it is removed once
+    ``answers.jsonl`` is written.
     """
-    from rlhfv.eval.generate import generation_settings
+    from rlhfv.eval.generate import answer_with_model, generation_settings
 
     qs = load_questions(questions, limit=limit)
     settings = generation or generation_settings("reference")
@@ -258,17 +250,27 @@ def run_object_halbench(
     else:
         if model is None:
             raise InputError("give a model or an answers file")
-        responses = _generate(qs, out, model, processor, settings, batch_size, device, dtype)
+        responses = answer_with_model(
+            model,
+            [q.image for q in qs],
+            [q.question for q in qs],
+            settings,
+            batch_size,
+            device,
+            dtype,
+            processor=processor,
+            save_to=out / PARTIAL,
+            rows=[_item_row(q) for q in qs],
+        )
         problems, where = Problems(), {}
-    with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
-        for q, r in zip(qs, responses, strict=True):
-            f.write(json.dumps(_answer_row(q, None if r is _MISSING else r)) + "\n")
-    (out / PARTIAL).unlink(missing_ok=True)
-    scored = Responses([], [], problems)
+    rows = [_answer_row(q, None if r is _MISSING else r) for q, r in zip(qs, responses, strict=True)]
+    write_answers(out / "answers.jsonl", rows)  # and remove answers.partial.jsonl
+    scored, asked = Responses([], [], problems), []  # asked[i]: the question of scored pair i
     for n, (q, r) in enumerate(zip(qs, responses, strict=True)):
         if r is not _MISSING:
             scored.pairs.append((q.image_id, r))
             scored.labels.append(where.get(n, f"question {n + 1}"))
+            asked.append(q)
     result = run_chair(scored, annotations, extractor=extractor, client=client, ground_truth=ground_truth)
     full = result.summary() | {
         "generation": settings if answers is None else None,
@@ -276,94 +278,26 @@ def run_object_halbench(
         "per_response": result.per_response(),
     }
     (out / "result.json").write_text(json.dumps(full, indent=1), "utf-8")
-    images = {normalize_image_id(q.image_id): q for q in qs}
-    (out / "report.html").write_text(render_report(result, images, extractor), "utf-8")
+    (out / "report.html").write_text(render_report(result, asked, extractor), "utf-8")
     return result
 
 
 # generated answers so far, one JSON line per answer, appended after every batch
-PARTIAL = "answers.partial.jsonl"
+PARTIAL = partial_path("answers.jsonl").name
 
 
 def _named(q: Question) -> str:
     return f"question_id {q.question_id!r}" if q.question_id is not None else f"image id {q.image_id!r}"
 
 
-def _answer_row(q: Question, response: Any) -> dict[str, Any]:
+def _item_row(q: Question) -> dict[str, Any]:
+    """What identifies a question in the answer files: its ids and text."""
     ids = {"question_id": q.question_id} if q.question_id is not None else {}
-    return ids | {"image_id": q.image_id, "question": q.question, "response": response}
+    return ids | {"image_id": q.image_id, "question": q.question}
 
 
-def _generate(
-    qs: Sequence[Question],
-    out: Path,
-    model: Any,
-    processor: Any,
-    settings: dict[str, Any],
-    batch_size: int,
-    device: str | None,
-    dtype: str,
-) -> list[str]:
-    """Answers to ``qs``, saved to ``out/answers.partial.jsonl`` as each batch finishes, and
-    read back from it for questions an interrupted run with the same model name and
-    settings already answered (a model given as an object is never resumed: nothing
-    says it is the same one)."""
-    from rlhfv.eval.generate import generate_answers, load_model
-
-    partial = out / PARTIAL
-    # what the saved answers must have been made with to be reused
-    made_with = {"model": str(model), "generation": json.loads(json.dumps(settings))}
-    done = _resumable(partial, qs, made_with) if isinstance(model, (str, Path)) else {}
-    todo = [i for i in range(len(qs)) if i not in done]
-    if done:
-        print(
-            f"rlhfv: resuming: {len(done)} of {len(qs)} answers read from {partial}"
-            " (delete it to generate them again)",
-            file=sys.stderr,
-        )
-    new: list[str] = []
-    if todo:
-        if isinstance(model, (str, Path)):
-            model, processor = load_model(str(model), device=device, dtype=dtype)
-        with open(partial, "a" if done else "w", encoding="utf-8") as f:
-
-            def save(start: int, texts: list[str]) -> None:
-                for i, text in zip(todo[start : start + len(texts)], texts, strict=True):
-                    f.write(json.dumps(_answer_row(qs[i], text) | made_with) + "\n")
-                f.flush()
-
-            new = generate_answers(
-                model,
-                processor,
-                [qs[i].image for i in todo],
-                [qs[i].question for i in todo],
-                batch_size,
-                progress=True,
-                on_batch=save,
-                **settings,
-            )
-    answers = dict(done) | dict(zip(todo, new, strict=True))
-    return [answers[i] for i in range(len(qs))]
-
-
-def _resumable(partial: Path, qs: Sequence[Question], made_with: dict[str, Any]) -> dict[int, str]:
-    """Question index -> answer saved in ``partial`` for the same question (key and text)
-    by the same model and settings; nothing when any saved row was made otherwise."""
-    if not partial.is_file():
-        return {}
-    index = {(q.key, q.question): i for i, q in enumerate(qs)}
-    problems = Problems()
-    done: dict[int, str] = {}
-    for _, obj in iter_jsonl(partial, problems):
-        if any(obj.get(k) != v for k, v in made_with.items()):
-            return {}
-        saved = Question(
-            str(obj.get("image_id")), str(obj.get("question")), None, None, obj.get("question_id")
-        )
-        i = index.get((saved.key, saved.question))
-        if i is not None and isinstance(obj.get("response"), str):
-            done.setdefault(i, obj["response"])
-    return done
+def _answer_row(q: Question, response: Any) -> dict[str, Any]:
+    return _item_row(q) | {"response": response}
 
 
 # ---------------------------------------------------------------- HTML report
@@ -406,8 +340,12 @@ def highlight(response: str, record: ChairRecord, extractor: ObjectExtractor) ->
     return "".join(parts)
 
 
-def render_report(result: ChairResult, questions: dict[str, Question], extractor: ObjectExtractor) -> str:
-    """A self-contained HTML page: the aggregates, then each image with its scored answer."""
+def render_report(result: ChairResult, questions: Sequence[Question], extractor: ObjectExtractor) -> str:
+    """A self-contained HTML page: the aggregates, then each image with its scored answer.
+
+    ``questions[i]``: the question answered by the i-th response given to the scorer (a
+    record's ``index``), so each answer is shown with its own question even when several
+    questions ask about one image."""
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{'n/a' if v is None else (f'{v:.4f}' if isinstance(v, float) else esc(str(v)))}</td></tr>"
@@ -417,11 +355,12 @@ def render_report(result: ChairResult, questions: dict[str, Question], extractor
     problems = "".join(f"<li>{esc(line)}</li>" for line in problem_lines(result.problems))
     items = []
     for r in result.records:
-        q = questions.get(r.image_id)
+        q = questions[r.index] if r.index is not None and r.index < len(questions) else None
         src = _thumbnail(q.image) if q is not None else ""
         img = f'<img src="{src}" alt="image {esc(r.image_id)}">' if src else "<div>(no image)</div>"
+        qid = f", question_id {esc(q.question_id)}" if q is not None and q.question_id is not None else ""
         items.append(
-            f'<div class="item">{img}<div><div>image {esc(r.image_id)}</div>'
+            f'<div class="item">{img}<div><div>image {esc(r.image_id)}{qid}</div>'
             f'<p class="q">{esc(q.question if q else "")}</p><p>{highlight(r.response, r, extractor)}</p>'
             f'<p class="objs">hallucinated: <b>{esc(", ".join(r.hallucinated) or "none")}</b><br>'
             f"ground truth: {esc(', '.join(sorted(r.ground_truth)))}</p></div></div>"

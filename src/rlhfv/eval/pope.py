@@ -381,13 +381,27 @@ def answer_pope(
     dtype: str = "auto",
     *,
     questions_path: str | None = None,
+    save_to: str | Path | None = None,
 ) -> dict[int, str]:
-    """Generate an answer to every question with a HF vision-language model."""
+    """Generate an answer to every question with a HF vision-language model; with
+    ``save_to``, saved there batch by batch and resumed from it
+    (:func:`rlhfv.eval.generate.answer_with_model`)."""
     from rlhfv.eval.generate import answer_with_model, check_images
 
     images = [Path(image_dir) / q.image for q in questions]
     where = [f"row {q.row}" if q.row is not None else f"question_id {q.question_id}" for q in questions]
     check_images(list(zip(where, images, strict=True)), questions_path)  # before the model is loaded
     texts = [f"{q.text} Answer yes or no." for q in questions]
-    answers = answer_with_model(model, list(map(str, images)), texts, generation, batch_size, device, dtype)
+    rows = [{"question_id": q.question_id, "image": q.image, "question": q.text} for q in questions]
+    answers = answer_with_model(
+        model,
+        list(map(str, images)),
+        texts,
+        generation,
+        batch_size,
+        device,
+        dtype,
+        save_to=save_to,
+        rows=rows,
+    )
     return {q.question_id: a for q, a in zip(questions, answers, strict=True)}
