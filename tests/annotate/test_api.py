@@ -13,6 +13,10 @@ from sqlalchemy import func, select, update
 
 from rlhfv.annotate import service
 from rlhfv.annotate.db import Assignment, Submission, Task
+from rlhfv.annotate.edits import Edit, apply_edits
+from rlhfv.data.io import check_correction
+from rlhfv.data.schema import Correction
+from rlhfv.errors import InputError
 from tests.annotate.conftest import (
     ANSWERS,
     APPLES_CORRECTED,
@@ -379,6 +383,36 @@ def test_corrections_leaving_an_empty_or_unchanged_answer_are_rejected(env, edit
     assert n_submissions(env) == 0
 
 
+def test_corrections_changing_only_whitespace_are_rejected_as_the_exporter_would(env) -> None:
+    """The data layer drops a pair that differs only in whitespace (``check_correction``,
+    reason ``whitespace_only``): the submit refuses it, saying what to do."""
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    space = APPLES.index(" red")
+    for edits in [
+        [{"start": space, "end": space + 1, "text": "  ", "category": "other"}],  # "two  red"
+        [
+            {"start": len(APPLES), "end": len(APPLES), "text": "\n", "category": "other"}
+        ],  # a line break at the end
+    ]:
+        res = submit(ann, aid, edits=edits)
+        assert res.status_code == 422
+        assert res.json()["detail"].startswith(
+            "the corrected answer differs from the original only in whitespace"
+        )
+        assert "mark the answer correct" in res.json()["detail"]
+        corrected, _ = apply_edits(APPLES, [Edit(**e) for e in edits])
+        with pytest.raises(InputError) as refused:
+            check_correction(
+                Correction(image=str(IMAGES[0]), question="?", original=APPLES, corrected=corrected)
+            )
+        assert refused.value.reason == "whitespace_only"
+    assert n_submissions(env) == 0
+    # whitespace changed beside a word is a correction
+    edits = [{"start": space - 3, "end": space + 1, "text": "one  ", "category": "number"}]
+    assert submit(ann, aid, edits=edits).status_code == 201
+
+
 def test_marked_correct_answer(env) -> None:
     ann = env.client("ann")
     task = claim(ann)
@@ -572,6 +606,17 @@ def test_text_no_database_can_store_is_refused_with_422(env) -> None:
             f"/api/assignments/{aid}/submit", content=body, headers={"content-type": "application/json"}
         )
         assert res.status_code == 422, res.text
+        (error,) = res.json()["detail"]  # names the field, and never echoes the bad input
+        assert error["loc"] == ["body", "edits", 0, "text"] and "input" not in error
+    assert "lone UTF-16 surrogate" in error["msg"]
+    # a password is not sent back either; the surrogate in the name is named as such
+    res = env.client().post(
+        "/api/login",
+        content='{"name": "a\\udc00", "password": "hunter2-secret\\u0000"}',
+        headers={"content-type": "application/json"},
+    )
+    assert res.status_code == 422 and "hunter2" not in res.text
+    assert [e["loc"] for e in res.json()["detail"]] == [["body", "name"], ["body", "password"]]
     res = submit(ann, aid, edits=[{"start": 10, "end": 13, "text": "o\x00ne", "category": "number"}])
     assert res.status_code == 422 and res.json()["detail"][0]["loc"] == ["body", "edits", 0, "text"]
     assert "NUL" in res.json()["detail"][0]["msg"]

@@ -175,6 +175,7 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
     # the next task is the one with HTML in its text: shown as text, never run
     wait_until(page, "document.getElementById('question').textContent.includes('<script>')")
     assert page.text_content("#progress") == "done 1 · remaining 1"
+    assert page.text_content("#status") == "Saved. Next task: evil."  # not wiped by loading it
     assert page.text_content("#answer") == EVIL and page.text_content("#question") == EVIL
     assert page.locator("#answer img, #answer script, #answer b, #question img").count() == 0
     assert page.evaluate("window.__xss") is None
@@ -220,6 +221,12 @@ def test_annotate_two_segments_submit_and_export(server, browser, tmp_path: Path
     wait_until(review, "document.getElementById('review-status').textContent === 'Accepted.'")
     res = cli("export", str(out), "--accepted-only", home=home)
     assert json.loads(out.read_text())["source"]["review_status"] == "accepted"
+
+    # the last task, marked correct: "Saved." stays in sight over "No tasks left"
+    page.click("#mark-correct")
+    page.keyboard.press("Control+Enter")
+    wait_until(page, "!document.getElementById('done-view').hidden")
+    assert page.text_content("#done-status") == "Saved."
 
 
 def test_changed_edits_after_a_lost_answer_get_a_new_key(server, browser) -> None:

@@ -258,18 +258,34 @@ def test_unreadable_inputs_and_unwritable_outputs_exit_2_naming_the_file(
     assert not [p.name for p in tmp_path.rglob("*tmp*")]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("minutes", ["nan", "inf", "-inf", "0", "-5", "1e307", "10081", "soon"])
-def test_serve_refuses_a_lock_time_that_is_not_a_positive_number(
+@pytest.mark.parametrize(
+    "minutes", ["nan", "inf", "-inf", "0", "-5", "0.001", "0.99", "1e307", "10081", "soon"]
+)
+def test_serve_refuses_a_lock_time_outside_a_minute_to_a_week(
     tmp_path: Path, capsys: pytest.CaptureFixture, minutes: str
 ) -> None:
+    """Under a minute the page (renewing every third of the lock, at most every 5 s)
+    could lose its lock between renewals."""
     with pytest.raises(SystemExit) as exit_:
         run(["serve", f"--lock-minutes={minutes}", "--home", str(tmp_path)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "argument --lock-minutes: invalid" in err and "Traceback" not in err
+    if minutes != "soon":
+        assert "from 1 to 10080" in err
     if minutes in ("nan", "inf", "-inf", "0", "-5"):
         with pytest.raises(ValueError, match="lock_seconds"):
             Settings(store=tmp_path, lock_seconds=float(minutes) * 60)
+
+
+@pytest.mark.parametrize("minutes", ["1", "10080"])
+def test_serve_takes_a_lock_time_of_a_minute_to_a_week(
+    tmp_path: Path, capsys: pytest.CaptureFixture, minutes: str
+) -> None:
+    # past argparse, serve stops at the missing database
+    assert run(["serve", f"--lock-minutes={minutes}", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert "--lock-minutes" not in err and "import tasks first" in err
 
 
 def test_a_home_that_cannot_be_one_is_one_line_not_a_traceback(

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, Field
@@ -125,6 +127,11 @@ class SecurityHeaders:
 
 # ---------------------------------------------------------------- request bodies
 
+LONE_SURROGATE = (
+    "contains a lone UTF-16 surrogate (half of an emoji, e.g. a \\ud83d escape without its pair), "
+    "which is not text: send whole characters"
+)
+
 
 def _storable(text: str) -> str:
     """A 422 naming the field for text no database column can hold (PostgreSQL would 500)."""
@@ -219,6 +226,17 @@ def create_app(db: Database, settings: Settings) -> Callable:
         (ValueError, 422),
     ):
         app.add_exception_handler(exc, _handler(status))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 echoes each bad input: text with a lone surrogate cannot be
+        # encoded (its 422 said "'utf-8' codec can't encode ..."), and a password would come
+        # back. The field (loc) and the rule (type, msg, ctx) suffice.
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in err.errors()]
+        for e in errors:
+            if e["type"] == "string_unicode":  # pydantic's words for a str holding a lone surrogate
+                e["msg"] = LONE_SURROGATE
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(_HTTP)
     async def _http(_request: Request, err: _HTTP) -> JSONResponse:

@@ -21,19 +21,24 @@ def _port(text: str) -> int:
     return port
 
 
+# the open page renews its lock every third of the lock time, but no more often than every
+# 5 s (static/app.js, startHeartbeat): a lock of a minute is renewed every 20 s, a shorter one
+# would run out between renewals under a slow network or a throttled background tab
+MIN_LOCK_MINUTES = 1
 MAX_LOCK_MINUTES = 7 * 24 * 60
 
 
 def _lock_minutes(text: str) -> float:
-    """``--lock-minutes``: a positive number up to a week (nan, inf or a huge number would
-    lock a task forever)."""
+    """``--lock-minutes``: a number from a minute up to a week (nan, inf or a huge number
+    would lock a task forever)."""
     try:
         minutes = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number of minutes {text!r}") from None
-    if not 0 < minutes <= MAX_LOCK_MINUTES:  # False for nan
+    if not MIN_LOCK_MINUTES <= minutes <= MAX_LOCK_MINUTES:  # False for nan
         raise argparse.ArgumentTypeError(
-            f"invalid lock time {text}: expected a number of minutes above 0, at most {MAX_LOCK_MINUTES} (a week)"
+            f"invalid lock time {text}: expected a number of minutes from {MIN_LOCK_MINUTES} "
+            f"to {MAX_LOCK_MINUTES} (a week)"
         )
     return minutes
 
@@ -68,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lock-minutes",
         type=_lock_minutes,
         default=30.0,
-        help=f"task lock time limit, above 0 and at most {MAX_LOCK_MINUTES} [%(default)s]",
+        help=f"task lock time limit, {MIN_LOCK_MINUTES} to {MAX_LOCK_MINUTES} [%(default)s]",
     )
     q.add_argument(
         "--secure-cookie", action="store_true", help="mark the session cookie Secure (behind an HTTPS proxy)"

@@ -416,6 +416,14 @@ def _correction(answer: str, edits: list[Edit], is_correct: bool) -> tuple[str, 
             "the corrected answer is identical to the original (the edits cancel out): "
             "undo them, or mark the answer correct"
         )
+    # the data layer's rule (check_correction, reason whitespace_only), repeated here: its
+    # check also wants an image, which the service does not hold
+    if not is_correct and corrected.split() == answer.split():
+        raise ValueError(
+            "the corrected answer differs from the original only in whitespace (spaces, line breaks), "
+            "which the export leaves out as nothing to learn from: change words in the edits, "
+            "undo them, or mark the answer correct"
+        )
     return corrected, segments
 
 

@@ -445,15 +445,18 @@ function makeZoomable(viewport, img) {
 
 // ------------------------------------------------------------------ annotating
 
-async function loadNext() {
+// notice: what the last action did ("Saved."), kept in sight over the next task
+async function loadNext(notice) {
   stopHeartbeat();
-  setStatus("status", "");
+  setStatus("status", notice || "");
+  setStatus("done-status", "");
   const res = await api("POST", "/api/next");
-  if (!res.ok) return setStatus("status", detail(res), true);
+  if (!res.ok) return setStatus("status", [notice, detail(res)].filter(Boolean).join(" "), true);
   const task = res.data.assignment;
   await refreshProgress();
   if (!task) {
     state.task = null;
+    setStatus("done-status", notice || "");
     return showOnly("done-view");
   }
   state.task = task;
@@ -487,9 +490,11 @@ async function loadNext() {
   $("correction").value = "";
   showOnly("task-view");
   renderAll();
+  const said = notice ? [`${notice} Next task: ${task.external_id}.`] : [];
   if (draft && (draft.edits.length || draft.correct)) {
-    setStatus("status", `Restored your unsubmitted work: ${draft.edits.length} correction(s).`);
+    said.push(`Restored your unsubmitted work: ${draft.edits.length} correction(s).`);
   }
+  setStatus("status", said.join(" "));
   if (task.status === "locked") startHeartbeat(task.assignment_id);
 }
 
@@ -551,8 +556,7 @@ async function submit() {
         state.pendingKey = null;
         clearDraft(state.task.assignment_id);
         // duplicate: an earlier try of this same submit was saved, its answer lost
-        setStatus("status", res.data.duplicate ? "Saved (by an earlier try)." : "Saved.");
-        return loadNext();
+        return loadNext(res.data.duplicate ? "Saved (by an earlier try)." : "Saved.");
       }
       if (res.status >= 500) {
         await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
@@ -715,8 +719,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("zoom-in").addEventListener("click", () => zoom.zoomIn());
   $("zoom-out").addEventListener("click", () => zoom.zoomOut());
   $("zoom-fit").addEventListener("click", () => zoom.fit());
-  $("check-again").addEventListener("click", loadNext);
-  $("to-annotate").addEventListener("click", loadNext);
+  $("check-again").addEventListener("click", () => loadNext());
+  $("to-annotate").addEventListener("click", () => loadNext());
   $("to-review").addEventListener("click", () => {
     stopHeartbeat();
     showOnly("review-view");
