@@ -132,3 +132,115 @@ def test_report_examples_prefer_differing_answers_with_a_hallucination():
     assert report_examples(answers, scenes, 2) == [1, 2]
     assert report_examples(answers, scenes, 3) == [0, 1, 2]
     assert report_examples(answers, scenes, 10) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "message"),
+    [
+        (["--corrections", "4"], "--corrections", "16..100000, got 4 (training needs one full batch)"),
+        (["--eval-scenes", "0"], "--eval-scenes", "1..100000, got 0"),
+        (["--eval-scenes", str(10**9)], "--eval-scenes", "1..100000"),
+        (["--seed", "-1"], "--seed", "must be in [0, 4294967295], got -1"),  # failed at training
+        (["--threads", str(2**40)], "--threads", "got 1099511627776"),  # a torch traceback
+        (["--threads", "0"], "--threads", "must be in 1.."),
+    ],
+)
+def test_bad_numbers_are_one_line_errors_naming_the_option(capsys, tmp_path, args, option, message):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--output", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlhfv: error: ") and err.count("\n") == 1
+    assert f"field {option}: " in err and message in err
+    assert not out.exists()  # refused before any work
+
+
+def test_demo_config_names_the_bad_field():
+    from rlhfv.errors import InputError
+    from rlhfv.scenes.demo import DemoConfig
+
+    for bad, field in (
+        ({"n_corrections": 15}, "n_corrections"),
+        ({"n_eval": 2.5}, "n_eval"),
+        ({"epochs": 0}, "epochs"),  # the trainer's num_epochs, by the demo's name
+        ({"ddpo_gamma": -1}, "ddpo_gamma"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": 2**32}, "seed"),
+        ({"from_scratch": True, "sft_model": "m"}, "sft_model"),
+    ):
+        with pytest.raises(InputError) as err:
+            DemoConfig(**bad)
+        assert err.value.field == field, bad
+    assert DemoConfig.quick(n_corrections=16).n_corrections == 16
+    with pytest.raises(InputError, match="n_corrections"):
+        DemoConfig.quick(n_corrections=8)
+
+
+def test_output_must_be_a_new_empty_or_earlier_demo_folder(capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    for output, message in (
+        (afile, "is a file, not a directory"),
+        (afile / "sub", f"{afile} is not a directory"),  # was a NotADirectoryError traceback
+        (mine, "holds files that are not an earlier demo's (notes.txt)"),  # was written into
+    ):
+        assert main(["demo", "--quick", "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert "field --output: " in err and message in err and err.count("\n") == 1, err
+    assert afile.read_text() == "keep" and [p.name for p in mine.iterdir()] == ["notes.txt"]
+    # a model the run would replace (its own ddpo/) cannot be where it starts from
+    demo = tmp_path / "demo"
+    (demo / "ddpo").mkdir(parents=True)
+    (demo / "ddpo" / "config.json").write_text("{}")
+    assert main(["demo", "--quick", "--output", str(demo), "--sft-model", str(demo / "ddpo")]) == 2
+    err = capsys.readouterr().err
+    assert "field --sft-model: " in err and "which this run replaces" in err
+    assert (demo / "ddpo" / "config.json").is_file()
+
+
+def test_a_rerun_first_removes_the_earlier_demo_but_keeps_its_trained_sft(tmp_path):
+    """So an interrupted rerun never leaves the earlier run's results beside its own models."""
+    from rlhfv.scenes.demo import OUTPUT_NAMES, DemoConfig, check_output, replace_earlier_run
+
+    out = tmp_path / "demo"
+    for name in OUTPUT_NAMES:
+        if "." in name:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("earlier")
+        else:
+            (out / name / "model0").mkdir(parents=True)
+    config = DemoConfig.quick()
+    assert check_output(out, config) == out  # an earlier demo's folder is accepted
+    removed = replace_earlier_run(out, config)
+    assert set(removed) == set(OUTPUT_NAMES) - {"sft"}
+    assert [p.name for p in out.iterdir()] == ["sft"]  # the SFT model trained from scratch stays
+    # ... unless this run trains one
+    assert replace_earlier_run(out, DemoConfig.quick(from_scratch=True)) == ["sft"]
+    assert list(out.iterdir()) == []
+    new = tmp_path / "new" / "deeper"
+    assert replace_earlier_run(new, config) == [] and new.is_dir()
+
+
+def test_results_are_written_last_and_never_half(tmp_path):
+    from rlhfv.scenes.annotator import annotate
+    from rlhfv.scenes.demo import write_outputs
+    from rlhfv.scenes.pipeline import eval_set, png_bytes
+
+    scenes, prompts = eval_set(2)
+    answers = {"sft": ["a red moon is in the center.", "a blue cup is in the top left."]}
+    corrections = [annotate(answers["sft"][0], scenes[0], image=png_bytes(scenes[0]), question=prompts[0])]
+    row = {"model": "sft", **dict.fromkeys(METRIC_KEYS, 0.5)}
+    summary = {"results": [row], "feedback": {"corrected": 1, "answered": 2, "segments_per_correction": 1.0}}
+    summary["feedback"]["segments_by_category"] = {"object": 1}
+
+    broken = {"results": [{"model": "sft"}], "feedback": summary["feedback"]}  # no rates to plot
+    with pytest.raises(KeyError):
+        write_outputs(tmp_path, broken, corrections, answers, scenes, prompts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "objhal"]  # no .tmp left
+
+    write_outputs(tmp_path, summary, corrections, answers, scenes, prompts)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"answers.jsonl", "objhal", "rates.png", "report.html", "results.json", "summary.json"}
+    assert json.loads((tmp_path / "results.json").read_text()) == [row]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,8 @@ def test_hallucination_kinds_are_parts_of_the_hallucinated(described, shown, see
     for kind in ("partner", "last_claim", "colour_of_missed"):
         assert 0 <= kinds[kind] <= kinds["hallucinated"]
     assert hallucination_kinds([answer], [described])["hallucinated"] == 0
+
+
+def test_hallucination_kinds_refuses_answers_and_scenes_of_different_lengths():
+    with pytest.raises(ValueError, match="2 answers but 1 scenes"):
+        hallucination_kinds(["a", "b"], [SCENE])

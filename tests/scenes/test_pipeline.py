@@ -83,3 +83,35 @@ def test_train_scene_sft_runs_every_pass_ending_with_subset_captions(tmp_path):
         len(claims_of(r.corrected)) < len(scene_for("sft", i, 2).objects) for i, r in enumerate(subset)
     )
     assert (tmp_path / "model2" / "model.safetensors").is_file()
+
+
+def test_bad_counts_and_settings_are_refused_before_any_work():
+    from rlhfv.errors import InputError
+    from rlhfv.scenes.pipeline import SFTSettings, collect_corrections, eval_set
+
+    # chunk 0 used to loop for ever; the checks come before the model is used
+    with pytest.raises(ValueError, match="chunk must be a whole number >= 1, got 0"):
+        collect_corrections(None, None, 10, chunk=0)
+    with pytest.raises(ValueError, match="n must be a whole number >= 0, got -1"):
+        collect_corrections(None, None, -1)
+    with pytest.raises(ValueError, match="max_answers"):
+        collect_corrections(None, None, 10, max_answers=0)
+    with pytest.raises(ValueError, match="n must be"):
+        eval_set(-3)
+    with pytest.raises(ValueError, match="n must be"):
+        sft_corrections(2.5)
+    # SFT settings that would fail part-way through 30 minutes of training, named by their field
+    for bad, field in (
+        ({"n_scenes": 0}, "n_scenes"),
+        ({"n_scenes": 16}, "n_scenes"),  # fewer than one batch of 32
+        ({"passes": 0}, "passes"),
+        ({"epochs": 0}, "epochs"),
+        ({"second_learning_rate": -1.0}, "second_learning_rate"),
+        ({"subset_epochs": float("nan")}, "subset_epochs"),
+        ({"partner_text_prob": 1.5}, "partner_text_prob"),
+        ({"image_pipeline": "crop"}, "image_pipeline"),
+        ({"seed": -1}, "seed"),
+    ):
+        with pytest.raises(InputError) as err:
+            SFTSettings(**bad)
+        assert err.value.field == field, bad

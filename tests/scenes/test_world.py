@@ -88,6 +88,38 @@ def test_bad_objects_are_refused():
         WorldConfig(cooccur_prob=1.5)
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SceneObject("ball", "red", "2", "center"), "count must be a whole number"),
+        (lambda: SceneObject("ball", "red", 2.0, "center"), "count must be a whole number"),
+        (lambda: SceneObject(["ball"], "red", 1, "center"), "unknown object class"),
+        (
+            lambda: SceneObject("ball", "red", 1, "middle"),
+            "unknown position 'middle'; choose one of top left",
+        ),
+        (lambda: Scene(({"cls": "ball"},)), "tuple of SceneObject"),
+        (lambda: Scene.from_dict({}), "list of objects"),
+        (lambda: Scene.from_dict({"objects": [{"cls": "ball"}]}), "keys cls, colour, count, position"),
+        (lambda: WorldConfig(cooccur_prob="0.5"), "cooccur_prob must be a number"),
+        (lambda: WorldConfig(count_weights=(0, 0, 0)), "count_weights must be 3 weights"),
+        (lambda: WorldConfig(n_objects_weights=(1, 1, 1, 1, 1, float("nan"))), "n_objects_weights"),
+        (lambda: render_scene(scene_for("test", 0), 96.5), "image size must be a whole number"),
+    ],
+)
+def test_bad_arguments_get_a_value_error_that_says_what_is_wrong(make, message):
+    """Not a TypeError or KeyError from deep inside (or a scene that breaks later)."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_scene_from_a_list_is_the_scene_from_a_tuple():
+    ball = SceneObject("ball", "red", 1, "center")
+    assert Scene([ball], seed=3) == Scene((ball,), seed=3)
+    assert hash(Scene([ball])) == hash(Scene((ball,)))
+    assert WorldConfig(count_weights=[1, 1, 1]) == WorldConfig(count_weights=(1, 1, 1))
+
+
 @given(st.integers(0, 1000))
 @settings(max_examples=25, deadline=None)
 def test_rendering_is_deterministic(index):

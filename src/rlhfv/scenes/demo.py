@@ -17,17 +17,28 @@ the annotator's changed segments and the evaluator's hallucinated objects highli
 prepared data), ``ddpo/`` and ``dpo/`` (the trained models, loadable by transformers),
 ``answers.jsonl`` (every evaluated answer), ``objhal/`` (the held-out set as an Object
 HalBench set, for ``rlhfv eval objhal --model OUTPUT/ddpo --questions OUTPUT/objhal/questions.jsonl
---annotations OUTPUT/objhal/annotations.jsonl --synonyms OUTPUT/objhal/synonyms.txt --preset greedy``).
+--annotations OUTPUT/objhal/annotations.jsonl --synonyms OUTPUT/objhal/synonyms.txt --preset greedy``),
+and ``sft/`` when the SFT model is trained here.
+
+``OUTPUT`` is a new or empty folder or an earlier demo's (anything else is refused before
+any work). A run starts by removing an earlier demo's results, feedback and models (not an
+SFT model trained from scratch unless it trains one), and writes ``summary.json`` last: an
+interrupted run leaves no results at all, never an earlier run's beside its own models.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import html
 import json
 import math
+import os
+import shutil
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,9 +46,13 @@ from typing import Any
 from rlhfv.data.schema import Correction
 from rlhfv.errors import InputError
 from rlhfv.scenes.metrics import HIGHER_IS_BETTER, METRIC_KEYS, hallucinated_spans
-from rlhfv.scenes.pipeline import SFTSettings
-from rlhfv.scenes.world import Scene
+from rlhfv.scenes.pipeline import SFTSettings, renamed_fields
+from rlhfv.scenes.world import Scene, is_whole
 
+ARMS = ("ddpo", "dpo")
+# the most corrections or held-out scenes one run takes (each is a rendered scene in memory;
+# 1,400 and 1,000 are the defaults)
+MAX_SCENES = 100_000
 RATE_KEYS = ("chair_s_mentioned", "chair_i", "attribute_error", "count_error", "position_error")
 
 
@@ -57,6 +72,28 @@ class DemoConfig:
     sft_model: str | None = None  # a saved SFT model directory (default: the shipped checkpoint)
     sft: SFTSettings = SFTSettings()
 
+    def __post_init__(self) -> None:
+        """Refuse what would fail minutes into a run (an ``InputError`` naming the field)."""
+        if not isinstance(self.sft, SFTSettings):
+            raise InputError(f"must be an SFTSettings, got {type(self.sft).__name__}", field="sft")
+        for arm in ARMS:  # the training settings, as the trainer checks them
+            with renamed_fields(_TRAIN_FIELDS):
+                train_config(self, arm)
+        for name, low in (("n_corrections", self.batch_size), ("n_eval", 1)):
+            value = getattr(self, name)
+            if not is_whole(value) or not low <= value <= MAX_SCENES:
+                short = name == "n_corrections" and is_whole(value) and value < low
+                why = " (training needs one full batch)" if short else ""
+                raise InputError(
+                    f"must be a whole number in {low}..{MAX_SCENES}, got {value!r}{why}",
+                    field=name,
+                    reason="usage",
+                )
+        if self.sft_model is not None and self.from_scratch:
+            raise InputError(
+                "choose one: from_scratch trains the SFT model, sft_model loads one", field="sft_model"
+            )
+
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A small run (< 3 minutes on 2 cores) that exercises every stage."""
@@ -69,9 +106,16 @@ class DemoConfig:
         return replace(base, **overrides)
 
 
-def _train_config(config: DemoConfig, *, gamma: float, normalisation: str):
+# the trainer's name of a DemoConfig field -> the DemoConfig's
+_TRAIN_FIELDS = {"num_epochs": "epochs", "per_device_batch_size": "batch_size", "gamma": "ddpo_gamma"}
+
+
+def train_config(config: DemoConfig, arm: str):
+    """The trainer's config of one arm: ``"ddpo"`` (gamma ``ddpo_gamma``, weighted mean) or
+    ``"dpo"`` (gamma 1, weighted sum)."""
     from rlhfv.ddpo.config import TrainConfig
 
+    gamma, normalisation = {"ddpo": (config.ddpo_gamma, "mean"), "dpo": (1.0, "sum")}[arm]
     return TrainConfig(
         beta=config.beta,
         gamma=gamma,
@@ -95,9 +139,8 @@ def train_arm(
     weighted sum), started from a copy of ``sft_model`` (which stays the reference); eval mode."""
     from rlhfv.ddpo.trainer import train_ddpo
 
-    gamma, normalisation = {"ddpo": (config.ddpo_gamma, "mean"), "dpo": (1.0, "sum")}[name]
     result = train_ddpo(
-        _train_config(config, gamma=gamma, normalisation=normalisation),
+        train_config(config, name),
         copy.deepcopy(sft_model),
         processor,
         prepared,
@@ -107,47 +150,154 @@ def train_arm(
     return result.model.eval()
 
 
-def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
-    """Run every stage; returns ``{"results": rows, "feedback": counts, "seconds": ...}``."""
+# what a run writes in its output folder; the results (summary.json last) when it finishes
+RESULT_FILES = ("answers.jsonl", "rates.png", "report.html", "results.json", "summary.json")
+RUN_FOLDERS = ("feedback", *ARMS, "objhal")
+OUTPUT_NAMES = (*RESULT_FILES, *RUN_FOLDERS, "sft")
+
+
+def check_output(output: str | Path, config: DemoConfig) -> Path:
+    """Before any work, an ``InputError`` unless ``output`` is a folder the demo may fill: a new
+    path (its nearest existing folder writable), an empty folder or an earlier demo's (only the
+    names of ``OUTPUT_NAMES`` in it, which :func:`replace_earlier_run` removes); ``sft_model``
+    must not lie in a part of it that the run replaces."""
+    output = Path(output)
+
+    def refuse(message: str, reason: str = "bad_output") -> InputError:
+        return InputError(message, path=str(output), field="output", reason=reason)
+
+    if output.exists() and not output.is_dir():
+        raise refuse("is a file, not a directory: give a folder for the demo (it is created if missing)")
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise refuse(f"{existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise refuse(f"cannot write to directory {existing}")
+    if output.is_dir():
+        other = sorted(p.name for p in output.iterdir() if p.name not in OUTPUT_NAMES)
+        if other:
+            shown = ", ".join(other[:4]) + (", ..." if len(other) > 4 else "")
+            raise refuse(
+                f"holds files that are not an earlier demo's ({shown}); the demo writes results.json, "
+                "report.html, feedback/, ddpo/, dpo/ ... there and a rerun replaces an earlier demo's: "
+                "give a new or empty folder",
+                reason="output_exists",
+            )
+    if config.sft_model is not None:
+        model = Path(config.sft_model).resolve()
+        for name in RUN_FOLDERS:
+            if model.is_relative_to((output / name).resolve()):
+                raise InputError(
+                    f"is in {output / name}, which this run replaces: copy it elsewhere or choose "
+                    "another output folder",
+                    path=str(config.sft_model),
+                    field="sft_model",
+                    reason="usage",
+                )
+    return output
+
+
+def trains_sft(config: DemoConfig) -> bool:
+    """Whether the run trains its SFT model (into ``OUTPUT/sft``) rather than loading one."""
+    from rlhfv.scenes.model import has_shipped_checkpoint
+
+    return config.sft_model is None and (config.from_scratch or not has_shipped_checkpoint())
+
+
+def replace_earlier_run(output: Path, config: DemoConfig) -> list[str]:
+    """Create ``output`` and remove an earlier run's results, feedback and models from it, so
+    that an interrupted run never leaves an earlier run's results beside its own models. An
+    earlier SFT model trained from scratch (``sft/``) stays unless this run trains one.
+    Returns the names removed."""
+    removed = []
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for name in (*RESULT_FILES[::-1], *RUN_FOLDERS, *(("sft",) if trains_sft(config) else ())):
+            path = output / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(name)
+    except OSError as err:
+        raise InputError(
+            f"cannot prepare the output folder ({err.strerror or err})", path=str(output), field="output"
+        ) from err
+    return removed
+
+
+def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
+    """Run every stage; returns ``{"results": rows, "feedback": counts, "seconds": ...}``.
+
+    ``output`` is checked before any work (:func:`check_output`); an earlier demo's results
+    and models in it are removed when the run starts (:func:`replace_earlier_run`)."""
+    from rlhfv.scenes.model import CHECKPOINT_DIR, load_scene_model
+    from rlhfv.scenes.pipeline import sft_passes, train_scene_sft
+
+    output = check_output(output, config)
+    removed = replace_earlier_run(output, config)
+    if removed:
+        print(f"removed the earlier demo's {', '.join(removed)} from {output}", flush=True)
+    start = time.time()
+    timings: dict[str, float] = {}
+    t = time.time()
+    print("[1/5] SFT model", flush=True)
+    if config.sft_model is not None:
+        sft_model, processor = load_scene_model(config.sft_model)
+    elif trains_sft(config):
+        sft_model, processor = train_scene_sft(config.sft, output / "sft")
+    else:
+        sft_model, processor = load_scene_model(CHECKPOINT_DIR)
+    timings["sft"] = round(time.time() - t, 1)
+    t = time.time()
+    try:
+        return _after_sft(config, output, sft_model, processor, start, timings, t)
+    except (KeyboardInterrupt, SystemExit):
+        if trains_sft(config):  # 30 minutes of work a rerun need not redo
+            saved = output / "sft" / f"model{len(sft_passes(config.sft)) - 1}"
+            print(
+                f"the trained SFT model is kept: --sft-model {saved} starts a rerun from it", file=sys.stderr
+            )
+        raise
+
+
+def _after_sft(
+    config: DemoConfig,
+    output: Path,
+    sft_model: Any,
+    processor: Any,
+    start: float,
+    timings: dict[str, float],
+    t: float,
+) -> dict[str, Any]:
+    """Stages 2-5 of :func:`run_demo`."""
     import torch
 
     from rlhfv.scenes.metrics import hallucination_kinds
-    from rlhfv.scenes.model import CHECKPOINT_DIR, has_shipped_checkpoint, load_scene_model
-    from rlhfv.scenes.pipeline import (
-        collect_corrections,
-        eval_set,
-        evaluate_model,
-        prepare_corrections,
-        train_scene_sft,
-    )
-
-    output.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    timings: dict[str, float] = {}
+    from rlhfv.scenes.pipeline import collect_corrections, eval_set, evaluate_model, prepare_corrections
 
     def lap(name: str, t0: float) -> float:
         timings[name] = round(time.time() - t0, 1)
         return time.time()
 
-    t = time.time()
-    print("[1/5] SFT model", flush=True)
-    if config.sft_model is not None and config.from_scratch:
-        raise ValueError("DemoConfig: set sft_model or from_scratch, not both")
-    if config.sft_model is not None:
-        sft_model, processor = load_scene_model(config.sft_model)
-    elif config.from_scratch or not has_shipped_checkpoint():
-        sft_model, processor = train_scene_sft(config.sft, output / "sft")
-    else:
-        sft_model, processor = load_scene_model(CHECKPOINT_DIR)
-    t = lap("sft", t)
-
     print(f"[2/5] feedback: {config.n_corrections} corrections by the simulated annotator", flush=True)
     corrections, counts = collect_corrections(sft_model, processor, config.n_corrections, seed=config.seed)
-    if not corrections:
+    if len(corrections) < config.batch_size:
         raise InputError(
-            f"the SFT model's answers to {counts['answered']} feedback scenes gave the annotator nothing "
-            "to correct: either they are all right, or they are not in the scene world's grammar "
-            "(is --sft-model a scene-world model? see docs/scene_world.md)"
+            f"the SFT model's answers to {counts['answered']} feedback scenes gave the annotator "
+            f"{len(corrections) or 'nothing'} to correct, fewer than one training batch ({config.batch_size}): "
+            "either they are nearly all right, or they are not in the scene world's grammar "
+            + (
+                "(is --sft-model a scene-world model? see docs/scene_world.md)"
+                if config.sft_model is not None
+                else f"(the SFT model trained in {output / 'sft'} did not learn it: train it longer)"
+                if trains_sft(config)
+                else "(see docs/scene_world.md)"
+            )
         )
     t = lap("feedback", t)
 
@@ -157,7 +307,7 @@ def run_demo(config: DemoConfig, output: Path) -> dict[str, Any]:
 
     print("[4/5] training DDPO (gamma 5, weighted mean) and DPO (gamma 1, weighted sum)", flush=True)
     trained = {}
-    for name in ("ddpo", "dpo"):
+    for name in ARMS:
         trained[name] = train_arm(config, name, sft_model, processor, prepared, output / name)
     t = lap("train", t)
 
@@ -206,22 +356,41 @@ def write_outputs(
     scenes: list[Scene],
     prompts: list[str],
 ) -> None:
-    """results.json, summary.json, answers.jsonl (``answers[model][i]`` about ``scenes[i]``
-    asked with ``prompts[i]``), rates.png and report.html in ``output``."""
+    """answers.jsonl (``answers[model][i]`` about ``scenes[i]`` asked with ``prompts[i]``),
+    objhal/, rates.png, report.html, then results.json and summary.json in ``output``: each
+    file whole or absent, summary.json last (its presence marks a finished run)."""
     from rlhfv.eval.metrics import json_safe
-
-    (output / "results.json").write_text(json.dumps(json_safe(summary["results"]), indent=2) + "\n")
-    (output / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    with (output / "answers.jsonl").open("w") as f:
-        for i, (scene, prompt) in enumerate(zip(scenes, prompts, strict=True)):
-            row = {"index": i, "prompt": prompt, "scene": scene.to_dict()}
-            row |= {name: answers[name][i] for name in answers}
-            f.write(json.dumps(row) + "\n")
     from rlhfv.scenes.pipeline import write_objhal_set
 
+    lines = []
+    for i, (scene, prompt) in enumerate(zip(scenes, prompts, strict=True)):
+        row = {"index": i, "prompt": prompt, "scene": scene.to_dict()}
+        row |= {name: answers[name][i] for name in answers}
+        lines.append(json.dumps(row) + "\n")
+    _write_whole(output / "answers.jsonl", "".join(lines))
     write_objhal_set(scenes, prompts, output / "objhal")
-    plot_rates(summary["results"], output / "rates.png")
-    (output / "report.html").write_text(render_report(summary, corrections, answers, scenes, prompts))
+    with _replacing(output / "rates.png") as tmp:
+        plot_rates(summary["results"], tmp)
+    _write_whole(output / "report.html", render_report(summary, corrections, answers, scenes, prompts))
+    _write_whole(output / "results.json", json.dumps(json_safe(summary["results"]), indent=2) + "\n")
+    _write_whole(output / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write, renamed to ``path`` when the block ends
+    without an error and removed otherwise (an interrupted write leaves no half file)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def print_table(rows: list[dict[str, Any]]) -> str:

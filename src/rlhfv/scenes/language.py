@@ -225,6 +225,8 @@ def describe(
     ``follow`` maps a class to an object the paragraph names right after it (a caption that
     names a usual partner from habit, ``rlhfv.scenes.world.absent_partner``).
     """
+    if not 0.0 <= outro_prob <= 1.0:
+        raise ValueError(f"outro_prob must be in [0, 1], got {outro_prob!r}")
     objects = list(scene.objects)
     if rng.random() < 0.5:
         objects.sort(key=lambda o: POSITIONS.index(o.position))  # reading order

@@ -126,6 +126,8 @@ def hallucination_kinds(answers: Sequence[str], scenes: Sequence[Scene]) -> dict
     answers with exactly one object claim per scene object; a hallucination there took a
     present object's place (a misperception) rather than being added to the description.
     """
+    if len(answers) != len(scenes):
+        raise ValueError(f"{len(answers)} answers but {len(scenes)} scenes")
     kinds = dict.fromkeys(
         ("answers", "same_count_answers", "hallucinated", "partner", "last_claim", "colour_of_missed"), 0
     )

@@ -18,10 +18,11 @@ Data goes through the same files and functions as for a 7B model: Correction JSO
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from rlhfv.scenes.annotator import annotate
 from rlhfv.scenes.language import TEST_PROMPTS, TRAIN_PROMPTS, caption_objects, describe
 from rlhfv.scenes.metrics import score_answers
 from rlhfv.scenes.render import render_scene
-from rlhfv.scenes.world import COLOURS, Scene, SceneObject, absent_partner, scene_for
+from rlhfv.scenes.world import COLOURS, Scene, SceneObject, absent_partner, is_whole, scene_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,27 @@ def _wrong_copy(scene: Scene, rng: random.Random) -> Scene:
 CAPTIONS = ("all", "subset")
 
 
+@contextlib.contextmanager
+def renamed_fields(names: dict[str, str]) -> Iterator[None]:
+    """Re-raise an ``InputError`` about a ``TrainConfig`` field (``names``' keys) as one about
+    the caller's own field of that value (``names``' values)."""
+    from rlhfv.errors import InputError
+
+    try:
+        yield
+    except InputError as err:
+        if err.field not in names:
+            raise
+        raise InputError(
+            err.message, path=err.path, row=err.row, field=names[err.field], reason=err.reason
+        ) from None
+
+
+def _check_count(value: object, name: str, low: int = 0) -> None:
+    if not is_whole(value) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
 def sft_corrections(
     n: int, seed: int = 0, split: str = "sft", captions: str = "all", partner_text_prob: float = 0.0
 ) -> list[Correction]:
@@ -70,6 +92,7 @@ def sft_corrections(
     usual partner when the scene lacks it (:func:`rlhfv.scenes.world.absent_partner`): the
     co-occurrence habit of real caption text, which names what usually goes with what it sees.
     """
+    _check_count(n, "n")
     if captions not in CAPTIONS:
         raise ValueError(f"captions must be one of {CAPTIONS}, got {captions!r}")
     if not 0.0 <= partner_text_prob <= 1.0:
@@ -139,6 +162,32 @@ class SFTSettings:
     image_pipeline: str = "pad"  # "random_crop": the untrustworthy augmentation
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """An ``InputError`` naming the field for what would fail part-way through training."""
+        from rlhfv.errors import InputError
+
+        for name in ("passes", "n_scenes"):
+            value = getattr(self, name)
+            if not is_whole(value) or value < 1:
+                raise InputError(f"must be a whole number >= 1, got {value!r}", field=name, reason="usage")
+        for name in ("second_epochs", "subset_epochs", "partner_text_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise InputError(f"must be a number >= 0, got {value!r}", field=name, reason="usage")
+        if self.partner_text_prob > 1:
+            raise InputError(f"must be in [0, 1], got {self.partner_text_prob!r}", field="partner_text_prob")
+        # each pass as the trainer checks it (epochs, learning rates, batch size, pipeline, seed)
+        with renamed_fields({"num_epochs": "epochs", "per_device_batch_size": "batch_size"}):
+            _sft_config(self, self.epochs, self.learning_rate, self.seed + self.passes)
+        with renamed_fields({"learning_rate": "second_learning_rate"}):
+            _sft_config(self, 1.0, self.second_learning_rate, self.seed)
+        if self.n_scenes < self.batch_size:
+            raise InputError(
+                f"must be at least batch_size ({self.batch_size}), got {self.n_scenes}",
+                field="n_scenes",
+                reason="usage",
+            )
+
 
 def _sft_config(settings: SFTSettings, epochs: float, learning_rate: float, seed: int):
     from rlhfv.ddpo.config import TrainConfig
@@ -158,11 +207,9 @@ def _sft_config(settings: SFTSettings, epochs: float, learning_rate: float, seed
     )
 
 
-def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
-    """Train a fresh scene model on described scenes with the project's SFT trainer; returns (model, processor)."""
-    from rlhfv.scenes.model import SceneModelConfig, build_scene_model
-
-    model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
+def sft_passes(settings: SFTSettings) -> list[tuple[float, float, int, str]]:
+    """``(epochs, learning rate, seed, captions)`` of each supervised pass, in order: pass ``k``
+    saves its model in ``OUTPUT/model{k}``."""
     passes = [(settings.epochs, settings.learning_rate, settings.seed, "all")]
     if settings.second_epochs > 0:
         passes += [
@@ -173,7 +220,15 @@ def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
         passes.append(
             (settings.subset_epochs, settings.second_learning_rate, settings.seed + settings.passes, "subset")
         )
-    for k, (epochs, lr, seed, captions) in enumerate(passes):
+    return passes
+
+
+def train_scene_sft(settings: SFTSettings, output_dir: Path, model_config=None):
+    """Train a fresh scene model on described scenes with the project's SFT trainer; returns (model, processor)."""
+    from rlhfv.scenes.model import SceneModelConfig, build_scene_model
+
+    model, processor = build_scene_model(model_config or SceneModelConfig(seed=settings.seed))
+    for k, (epochs, lr, seed, captions) in enumerate(sft_passes(settings)):
         partner_text_prob = settings.partner_text_prob if captions == "subset" else 0.0
         data = sft_corrections(
             settings.n_scenes, seed, captions=captions, partner_text_prob=partner_text_prob
@@ -234,23 +289,29 @@ def collect_corrections(
     """
     from tqdm import tqdm
 
+    _check_count(n, "n")
+    _check_count(chunk, "chunk", 1)
+    if max_answers is not None:
+        _check_count(max_answers, "max_answers", 1)
     corrections: list[Correction] = []
     answered = 0
-    bar = tqdm(total=n, desc="feedback", unit="correction")
     limit = max_answers if max_answers is not None else max(20 * chunk, 5 * n)
-    while len(corrections) < n and answered < limit:
-        indices = range(answered, answered + chunk)
-        scenes = [scene_for("feedback", i, seed) for i in indices]
-        prompts = [TRAIN_PROMPTS[i % len(TRAIN_PROMPTS)] for i in indices]
-        answers = generate(model, processor, scenes, prompts, desc=None)
-        for i, scene, prompt, answer in zip(indices, scenes, prompts, answers, strict=True):
-            c = annotate(answer, scene, image=png_bytes(scene), question=prompt, id=f"feedback-{seed}-{i}")
-            if c.corrected != c.original and c.corrected.strip() and len(corrections) < n:
-                corrections.append(c)
-                bar.update(1)
-        answered += chunk
-        bar.set_postfix(answered=answered)
-    bar.close()
+    # closed on an interrupt too: the bar's line ends before the next message
+    with tqdm(total=n, desc="feedback", unit="correction") as bar:
+        while len(corrections) < n and answered < limit:
+            indices = range(answered, answered + chunk)
+            scenes = [scene_for("feedback", i, seed) for i in indices]
+            prompts = [TRAIN_PROMPTS[i % len(TRAIN_PROMPTS)] for i in indices]
+            answers = generate(model, processor, scenes, prompts, desc=None)
+            for i, scene, prompt, answer in zip(indices, scenes, prompts, answers, strict=True):
+                c = annotate(
+                    answer, scene, image=png_bytes(scene), question=prompt, id=f"feedback-{seed}-{i}"
+                )
+                if c.corrected != c.original and c.corrected.strip() and len(corrections) < n:
+                    corrections.append(c)
+                    bar.update(1)
+            answered += chunk
+            bar.set_postfix(answered=answered)
     if len(corrections) < n:
         logger.warning(
             "only %d of the %d corrections asked for: the model's answers to %d feedback scenes "
@@ -265,6 +326,7 @@ def collect_corrections(
 
 def eval_set(n: int, seed: int = 0) -> tuple[list[Scene], list[str]]:
     """Held-out scenes (split "test") paired with held-out prompts."""
+    _check_count(n, "n")
     scenes = [scene_for("test", i, seed) for i in range(n)]
     return scenes, [TEST_PROMPTS[i % len(TEST_PROMPTS)] for i in range(n)]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
-from rlhfv.scenes.world import COLOURS, OBJECT_CLASSES, Scene
+from rlhfv.scenes.world import COLOURS, OBJECT_CLASSES, Scene, is_whole
 
 BACKGROUND = (35, 35, 40)
 DARK = (20, 20, 20)
@@ -205,8 +205,8 @@ _LAYOUTS: dict[int, list[tuple[float, float, float]]] = {
 
 def render_scene(scene: Scene, size: int = DEFAULT_SIZE) -> Image.Image:
     """The scene as a ``size`` x ``size`` RGB image (64..128 pixels recommended)."""
-    if not 24 <= size <= 1024:
-        raise ValueError(f"image size must be in 24..1024, got {size}")
+    if not is_whole(size) or not 24 <= size <= 1024:
+        raise ValueError(f"image size must be a whole number in 24..1024, got {size!r}")
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     cell = size / 3

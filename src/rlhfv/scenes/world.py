@@ -21,9 +21,10 @@ Everything is seeded: ``scene_for(split, index, seed)`` is the same scene on any
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 # Each class is drawn as its own icon (rlhfv.scenes.render); singular -> plural noun.
 OBJECT_CLASSES: dict[str, str] = {
@@ -119,6 +120,11 @@ TYPICAL_ROW: dict[str, int] = {
 }
 
 
+def is_whole(value: object) -> bool:
+    """Whether ``value`` is an int (not a bool, which is one in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def cell_of(position: str) -> tuple[int, int]:
     """``(row, column)`` of a grid position ("top left" .. "bottom right"), each 0..2."""
     return divmod(POSITIONS.index(position), 3)
@@ -134,14 +140,13 @@ class SceneObject:
     position: str
 
     def __post_init__(self) -> None:
-        if self.cls not in OBJECT_CLASSES:
-            raise ValueError(f"unknown object class {self.cls!r}")
-        if self.colour not in COLOURS:
-            raise ValueError(f"unknown colour {self.colour!r}")
-        if not 1 <= self.count <= MAX_COUNT:
-            raise ValueError(f"count must be 1..{MAX_COUNT}, got {self.count}")
-        if self.position not in POSITIONS:
-            raise ValueError(f"unknown position {self.position!r}")
+        for name, known in (("cls", OBJECT_CLASSES), ("colour", COLOURS), ("position", POSITIONS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in known:
+                what = {"cls": "object class"}.get(name, name)
+                raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(known)}")
+        if not is_whole(self.count) or not 1 <= self.count <= MAX_COUNT:
+            raise ValueError(f"count must be a whole number 1..{MAX_COUNT}, got {self.count!r}")
 
     @property
     def cell(self) -> tuple[int, int]:
@@ -157,6 +162,12 @@ class Scene:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.objects, list):  # a tuple, so that scenes compare and hash as values
+            object.__setattr__(self, "objects", tuple(self.objects))
+        if not isinstance(self.objects, tuple) or not all(isinstance(o, SceneObject) for o in self.objects):
+            raise ValueError(f"a scene's objects are a tuple of SceneObject, got {self.objects!r}")
+        if not is_whole(self.seed):
+            raise ValueError(f"seed must be a whole number, got {self.seed!r}")
         if not 1 <= len(self.objects) <= MAX_OBJECTS:
             raise ValueError(f"a scene holds 1..{MAX_OBJECTS} objects, got {len(self.objects)}")
         classes = [o.cls for o in self.objects]
@@ -177,7 +188,14 @@ class Scene:
 
     @classmethod
     def from_dict(cls, d: dict) -> Scene:
-        return cls(tuple(SceneObject(**o) for o in d["objects"]), seed=int(d.get("seed", 0)))
+        """The scene :meth:`to_dict` gave (a ``ValueError`` saying what is wrong otherwise)."""
+        keys = {f.name for f in fields(SceneObject)}
+        if not isinstance(d, dict) or not isinstance(d.get("objects"), list):
+            raise ValueError(f"a scene dict has a list of objects, got {d!r}")
+        for o in d["objects"]:
+            if not isinstance(o, dict) or set(o) != keys:
+                raise ValueError(f"a scene object dict has the keys {', '.join(sorted(keys))}, got {o!r}")
+        return cls(tuple(SceneObject(**o) for o in d["objects"]), seed=d.get("seed", 0))
 
 
 @dataclass(frozen=True)
@@ -192,10 +210,19 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         for name in ("cooccur_prob", "colour_bias", "row_bias"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]")
-        if len(self.count_weights) != MAX_COUNT or len(self.n_objects_weights) != MAX_OBJECTS:
-            raise ValueError("count_weights needs 3 entries and n_objects_weights 6")
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        for name, size in (("count_weights", MAX_COUNT), ("n_objects_weights", MAX_OBJECTS)):
+            weights = getattr(self, name)
+            ok = isinstance(weights, tuple | list) and len(weights) == size
+            if not ok or not all(_is_number(w) and w >= 0 for w in weights) or not sum(weights) > 0:
+                raise ValueError(f"{name} must be {size} weights >= 0, not all 0, got {weights!r}")
+            object.__setattr__(self, name, tuple(weights))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _PARTNER_OF: dict[str, str] = {a: b for a, b in PARTNERS} | {b: a for a, b in PARTNERS}
