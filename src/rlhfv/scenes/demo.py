@@ -101,7 +101,9 @@ class DemoConfig:
             n_corrections=160,
             n_eval=64,
             epochs=1.0,
-            sft=SFTSettings(n_scenes=256, epochs=1.0, second_epochs=0.0),
+            # --from-scratch: about 450 steps, the fewest that learn the grammar (256 scenes
+            # for one epoch gave "the bottom the bottom ...", nothing to correct)
+            sft=SFTSettings(n_scenes=4096, epochs=3.0, second_epochs=0.0, subset_epochs=0.5),
         )
         return replace(base, **overrides)
 
