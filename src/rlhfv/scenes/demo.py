@@ -100,9 +100,9 @@ class DemoConfig:
         base = cls(
             n_corrections=160,
             n_eval=64,
-            epochs=1.0,
-            # --from-scratch: about 450 steps, the fewest that learn the grammar (256 scenes
-            # for one epoch gave "the bottom the bottom ...", nothing to correct)
+            # the full demo's 4 epochs: 40 steps move a few answers; 1 epoch (10) changed none
+            # --from-scratch: about 450 steps learn the grammar (256 scenes for one epoch, 8
+            # steps, gave "the bottom the bottom ...", nothing to correct)
             sft=SFTSettings(n_scenes=4096, epochs=3.0, second_epochs=0.0, subset_epochs=0.5),
         )
         return replace(base, **overrides)
