@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from rlhfv.annotate import service
@@ -630,6 +632,30 @@ def test_text_no_database_can_store_is_refused_with_422(env) -> None:
     )
     assert res.status_code == 422
     assert rita.post(f"/api/review/{aid}", json={"accept": True}).json() == {"status": "accepted"}
+
+
+def test_an_unexpected_value_error_is_a_500_that_does_not_echo_its_text(env, caplog) -> None:
+    """Only the service's refusals (``Refused``, ``EditError``) are 422s showing their text:
+    a ValueError from deep in a library (here ``json.loads`` of a corrupt stored row) is a
+    bug, a generic 500 with its traceback in the server's log."""
+    ann = env.client("ann")
+    aid = claim(ann)["assignment_id"]
+    assert submit(ann, aid).status_code == 201
+    with env.db.write() as s:
+        s.execute(update(Submission).where(Submission.assignment_id == aid).values(segments_json="{secret"))
+    with pytest.raises(json.JSONDecodeError):  # what the route meets: a ValueError, not a Refused
+        service.assignment_view(env.db, env.user("ann"), aid)
+    quiet = TestClient(env.app, raise_server_exceptions=False)
+    quiet.headers["Authorization"] = f"Bearer {env.token('ann')}"
+    with caplog.at_level(logging.ERROR, logger="rlhfv.annotate.app"):
+        res = quiet.get(f"/api/assignments/{aid}")
+    assert res.status_code == 500 and res.json() == {"detail": "internal server error"}
+    assert "secret" not in res.text and "Expecting" not in res.text
+    assert res.headers["x-content-type-options"] == "nosniff"
+    (record,) = [r for r in caplog.records if r.name == "rlhfv.annotate.app"]
+    assert f"/api/assignments/{aid}" in record.getMessage()
+    assert isinstance(record.exc_info[1], json.JSONDecodeError)
+    assert ann.get(f"/api/assignments/{aid + 1}").status_code in (403, 404)  # the app still answers
 
 
 def test_ids_beyond_the_integer_range_are_refused(env) -> None:

@@ -8,6 +8,7 @@ No credentials -> 401; a role or owner mismatch -> 403.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from rlhfv.annotate import service
 from rlhfv.annotate.db import MAX_ID, ROLES, Database, text_problem
 from rlhfv.annotate.edits import Edit, EditError
 from rlhfv.annotate.export import corrections_for_export
-from rlhfv.annotate.service import Conflict, CurrentUser, Forbidden, NotFound
+from rlhfv.annotate.service import Conflict, CurrentUser, Forbidden, NotFound, Refused
 from rlhfv.annotate.stats import annotation_stats
 from rlhfv.annotate.store import MEDIA_TYPES, image_file
 from rlhfv.data.io import correction_to_json
 from rlhfv.data.schema import CHANGE_CATEGORIES
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "rlhfv_session"
@@ -218,14 +221,16 @@ def create_app(db: Database, settings: Settings) -> Callable:
     app = FastAPI(title="rlhfv annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.db, app.state.settings = db, settings
 
+    # the service's refusals, their text meant for the user; any other exception is a bug
     for exc, status in (
         (Conflict, 409),
         (Forbidden, 403),
         (NotFound, 404),
         (EditError, 422),
-        (ValueError, 422),
+        (Refused, 422),
     ):
         app.add_exception_handler(exc, _handler(status))
+    app.add_exception_handler(Exception, _internal_error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
@@ -357,3 +362,11 @@ def _handler(status: int):  # noqa: ANN202
         return JSONResponse({"detail": str(err)}, status_code=status)
 
     return handle
+
+
+async def _internal_error(request: Request, err: Exception) -> JSONResponse:
+    """A bug (a ValueError from deep in a library included): a 500 that says nothing of its
+    text, which may hold internals or the request's own data; the traceback goes to the log.
+    Starlette re-raises it after this response, so the server logs it as well."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=err)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)

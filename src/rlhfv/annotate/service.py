@@ -45,6 +45,12 @@ class NotFound(Exception):
     """HTTP 404."""
 
 
+class Refused(ValueError):
+    """A request the user must change (an empty correction, a taken user name): HTTP 422,
+    its text shown to the user. Only this (and ``EditError``) is: any other ValueError is
+    a bug, a 500 without its text. A ValueError, so callers catching one still do."""
+
+
 @dataclass(frozen=True)
 class CurrentUser:
     id: int
@@ -60,11 +66,11 @@ MIN_PASSWORD_CHARS = 8
 
 def add_user(db: Database, name: str, role: str, password: str) -> int:
     if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        raise Refused(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 64 or not name.isprintable():
-        raise ValueError("user name must be 1-64 printable characters")
+        raise Refused("user name must be 1-64 printable characters")
     if len(password) < MIN_PASSWORD_CHARS:
-        raise ValueError(f"password must have at least {MIN_PASSWORD_CHARS} characters")
+        raise Refused(f"password must have at least {MIN_PASSWORD_CHARS} characters")
     hashed = hash_password(password)
     try:
         with db.write() as s:
@@ -73,7 +79,7 @@ def add_user(db: Database, name: str, role: str, password: str) -> int:
             s.flush()
             return user.id
     except IntegrityError as err:
-        raise ValueError(f"user {name!r} exists") from err
+        raise Refused(f"user {name!r} exists") from err
 
 
 def login(db: Database, name: str, password: str) -> str | None:
@@ -402,24 +408,24 @@ def submit(
 
 
 def _correction(answer: str, edits: list[Edit], is_correct: bool) -> tuple[str, list[ChangedSegment]]:
-    """The corrected answer and its segments; ValueError unless they make a record the
+    """The corrected answer and its segments; Refused unless they make a record the
     data layer takes (``rlhfv.data.io.check_correction``), or an answer marked correct."""
     if is_correct and edits:
-        raise ValueError("an answer marked correct has no edits")
+        raise Refused("an answer marked correct has no edits")
     if not is_correct and not edits:
-        raise ValueError("no edits: correct a span or mark the answer correct")
+        raise Refused("no edits: correct a span or mark the answer correct")
     corrected, segments = apply_edits(answer, edits)
     if not is_correct and not corrected.strip():
-        raise ValueError("the corrected answer is empty: an answer needs some text")
+        raise Refused("the corrected answer is empty: an answer needs some text")
     if not is_correct and corrected == answer:
-        raise ValueError(
+        raise Refused(
             "the corrected answer is identical to the original (the edits cancel out): "
             "undo them, or mark the answer correct"
         )
     # the data layer's rule (check_correction, reason whitespace_only), repeated here: its
     # check also wants an image, which the service does not hold
     if not is_correct and corrected.split() == answer.split():
-        raise ValueError(
+        raise Refused(
             "the corrected answer differs from the original only in whitespace (spaces, line breaks), "
             "which the export leaves out as nothing to learn from: change words in the edits, "
             "undo them, or mark the answer correct"
@@ -474,7 +480,7 @@ def review_queue(db: Database, reviewer: CurrentUser, limit: int = 50) -> list[d
 def review(db: Database, reviewer: CurrentUser, assignment_id: int, accept: bool, comment: str = "") -> str:
     """Accept a submitted correction, or return it to its annotator with a comment."""
     if not accept and not comment.strip():
-        raise ValueError("a returned task needs a comment for the annotator")
+        raise Refused("a returned task needs a comment for the annotator")
     with db.write() as s:
         a = s.scalar(select(Assignment).where(Assignment.id == assignment_id).with_for_update())
         if a is None:
