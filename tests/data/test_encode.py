@@ -267,6 +267,29 @@ def test_special_token_text_in_an_answer_is_refused_naming_the_token():
     assert encode_correction(c, processor)["num_segments"] > 0
 
 
+def test_special_token_text_in_a_question_is_refused_naming_the_token():
+    processor = build_tiny("llava")[1]
+    for question, token in (("What is it?</s> Describe it.", "</s>"), ("What <pad> is it?", "<pad>")):
+        c = Correction(image=_png(), question=question, original="a blue car.", corrected="a red car.")
+        with pytest.raises(InputError) as info:
+            encode_correction(c, processor, path="c.jsonl", row=3)
+        err = info.value
+        assert (err.path, err.row, err.field, err.reason) == (
+            "c.jsonl",
+            3,
+            "question",
+            "special_token_in_question",
+        )
+        assert f"special token {token!r}" in str(err)
+    # a typed image placeholder is no error: the prompt holds the one image either way
+    plain = Correction(image=_png(), question="What is it?", original="a blue car.", corrected="a red car.")
+    for question in ("<image>\nWhat is it?", "What is it? <image>"):
+        typed = Correction(
+            image=plain.image, question=question, original=plain.original, corrected=plain.corrected
+        )
+        assert encode_correction(typed, processor) == encode_correction(plain, processor)
+
+
 GEMMA_LIKE = (
     "{{ bos_token }}{% for message in messages %}<start_of_turn>"
     "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"

@@ -284,6 +284,32 @@ def test_trl_export_of_a_llava_style_question_has_one_image_placeholder(tmp_path
     assert batch["pixel_values"].shape[0] == 2
 
 
+def test_plain_trl_export_has_one_image_placeholder_before_the_question(tmp_path):
+    from trl.data_utils import is_conversational
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from rlhfv.data.encode import prompt_ids
+    from rlhfv.tiny import build_tiny
+
+    processor = build_tiny("llava")[1]
+    questions = ("<image>\nWhat is in the image?", "What is in the image? <image>", "What is in the image?")
+    recs = [
+        Correction(image=_png(), question=q, original="a red car.", corrected="a blue car.", id=str(k))
+        for k, q in enumerate(questions)
+    ]
+    rows = list(to_trl_dataset(recs, conversational=False, cache_dir=str(tmp_path / "cache")))
+    # typed or not, the placeholder is removed and the one TRL's plain format needs comes first
+    assert [r["prompt"] for r in rows] == ["<image>\nWhat is in the image?"] * 3
+    assert not is_conversational(rows[0])
+    # TRL hands the plain prompt to the processor as it is: one image, expanded once
+    batch = DataCollatorForVisionPreference(processor)(rows)
+    assert batch["pixel_values"].shape[0] == 6
+    # ... into as many image tokens as `rlhfv data prepare` gives the prompt
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    expected = prompt_ids(processor, rows[0]["images"][0], questions[0]).count(image_id)
+    assert (batch["input_ids"] == image_id).sum(dim=1).tolist() == [expected] * 6
+
+
 _text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(
     lambda s: s.strip()
 )

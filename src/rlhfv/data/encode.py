@@ -420,6 +420,14 @@ def _stale(seg: ChangedSegment | None, a: str, b: str, original: str, corrected:
     )
 
 
+def _first_special(text: Any, specials: Iterable[str]) -> tuple[int, str] | None:
+    """``(at, token)``: the first of ``specials`` in ``text`` (a string) and where; None if none."""
+    if not isinstance(text, str):
+        return None
+    found = [(text.find(t), t) for t in specials if t in text]
+    return min(found) if found else None
+
+
 def encode_correction(
     correction: Correction,
     processor,
@@ -447,8 +455,10 @@ def encode_correction(
     with identical results. Raises :class:`InputError` for an unreadable image or one the
     processor refuses, an answer containing the image placeholder (reason
     ``placeholder_in_answer``) or another special token's text such as ``"</s>"``
-    (``special_token_in_answer``), a sequence over ``max_length``, or
-    ``alignment="paper"`` with a tokenizer that gives no offsets.
+    (``special_token_in_answer``), a question containing a special token's text other than
+    the image placeholder, which the prompt removes (``special_token_in_question``), a
+    sequence over ``max_length``, or ``alignment="paper"`` with a tokenizer that gives no
+    offsets.
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
@@ -464,9 +474,9 @@ def encode_correction(
                 field=field,
                 reason="placeholder_in_answer",
             )
-        found = [(text.find(t), t) for t in specials if isinstance(text, str) and t in text]
+        found = _first_special(text, specials)
         if found:
-            at, token = min(found)
+            at, token = found
             # the tokenizer reads it as that one special token (an end of turn, a
             # pad...), not as the characters the annotator wrote
             raise InputError(
@@ -477,6 +487,18 @@ def encode_correction(
                 field=field,
                 reason="special_token_in_answer",
             )
+    # a placeholder typed in the question is removed by the prompt (see render_prompt)
+    found = _first_special(correction.question, [t for t in specials if t not in {placeholder, "<image>"}])
+    if found:
+        at, token = found
+        raise InputError(
+            f"question contains the tokenizer's special token {token!r} (at character {at}), which "
+            "would be read as that token in the prompt, not as text; remove it from the question",
+            path=path,
+            row=row,
+            field="question",
+            reason="special_token_in_question",
+        )
     data = image_bytes(correction, path=path, row=row)
     image = None if isinstance(correction.image, bytes | bytearray) else str(correction.image)
     if prompt_encoder is not None:

@@ -967,18 +967,24 @@ def trl_record(c: Correction, *, conversational: bool = True) -> dict[str, Any]:
     ``{"type": "text"}`` entry; ``chosen`` / ``rejected`` are assistant turns with one text
     entry. An ``"<image>"`` already typed in the question (LLaVA-style data) is removed: the
     image entry is the one placeholder, which the processor's chat template renders.
-    Otherwise plain strings, the question as written.
+
+    Otherwise plain strings, LLaVA-style: TRL hands a plain prompt to the processor as it
+    is, with no chat template and no placeholder of its own, so ``prompt`` is
+    ``"<image>\\n"`` followed by the question, any ``"<image>"`` typed in it removed as
+    above: exactly one placeholder, before the question. Processors with another
+    placeholder (Qwen2-VL's ``<|image_pad|>``...) need the conversational format.
     """
     image = c.load_image()
+    question = c.question.replace(TRL_IMAGE_PLACEHOLDER, "").strip()
     if conversational:
-        question = c.question.replace(TRL_IMAGE_PLACEHOLDER, "").strip()
         return {
             "images": [image],
             "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
             "chosen": [{"role": "assistant", "content": [{"type": "text", "text": c.corrected}]}],
             "rejected": [{"role": "assistant", "content": [{"type": "text", "text": c.original}]}],
         }
-    return {"images": [image], "prompt": c.question, "chosen": c.corrected, "rejected": c.original}
+    prompt = f"{TRL_IMAGE_PLACEHOLDER}\n{question}"
+    return {"images": [image], "prompt": prompt, "chosen": c.corrected, "rejected": c.original}
 
 
 def _trl_rows(source: _Source, conversational: bool) -> Iterator[dict[str, Any]]:
