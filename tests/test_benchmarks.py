@@ -34,6 +34,12 @@ def test_every_benchmark_has_a_help(script):
         ("scene_heldout_pairs.py", ["/no/such/model"], "not a saved model directory"),
         ("scene_noun_confidence.py", ["--scenes", "0"], "--scenes must be at least 1"),
         ("scene_noun_confidence.py", ["--probe", "--probe-scenes", "0"], "--probe-scenes must be at least 1"),
+        (
+            "scene_noun_first.py",
+            ["sft", "--output", "never-made", "--scenes", "0"],
+            "--scenes must be at least 1",
+        ),
+        ("scene_noun_first.py", ["frontier", "--scenes", "0"], "--scenes must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(script, args, message):

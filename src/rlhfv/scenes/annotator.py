@@ -62,7 +62,8 @@ def _rewrite_claim(answer: str, claim: Claim, truth: SceneObject, category: str 
     return edits
 
 
-def _delete_sentence(answer: str, start: int, end: int) -> _Edit:
+def delete_sentence(answer: str, start: int, end: int) -> _Edit:
+    """The edit deleting the sentence ``answer[start:end]`` (category ``object``)."""
     # take the following whitespace with it (or the preceding one at the end of the answer)
     stop = end
     while stop < len(answer) and answer[stop].isspace():
@@ -92,8 +93,13 @@ def correction_edits(answer: str, scene: Scene) -> list[_Edit]:
             elif claim.template is not None and unmentioned:
                 edits.extend(_rewrite_claim(answer, claim, unmentioned.pop(0), "object"))
             else:
-                edits.append(_delete_sentence(answer, sentence.start, sentence.end))
+                edits.append(delete_sentence(answer, sentence.start, sentence.end))
                 break  # the whole sentence is gone
+    return sorted_edits(edits)
+
+
+def sorted_edits(edits: list[_Edit]) -> list[_Edit]:
+    """``edits`` in order, overlapping deletions merged into one."""
     merged: list[_Edit] = []
     for e in sorted(edits, key=lambda e: e.start):
         # two deleted sentences at the end may both claim the space between them
