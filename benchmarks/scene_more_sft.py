@@ -55,12 +55,9 @@ def main() -> None:
 
     import torch
 
-    from rlhfv.scenes.metrics import hallucination_kinds
     from rlhfv.scenes.model import CHECKPOINT_DIR, load_scene_model
     from rlhfv.scenes.pipeline import (
         SFTSettings,
-        eval_set,
-        evaluate_model,
         prepare_corrections,
         sft_corrections,
         sft_pass,
@@ -83,18 +80,31 @@ def main() -> None:
         args.seed,
         args.output / "run",
     )
-    model.save_pretrained(args.output / "model")
-    processor.save_pretrained(args.output / "model")
+    save_and_score(model, processor, args.output, args.eval_scenes, start)
+
+
+def save_and_score(model, processor, output: Path, eval_scenes: int, start: float) -> dict:
+    """Save the model to ``output/model``, score it on the demo's first ``eval_scenes``
+    held-out scenes, write and print ``output/result.json``."""
+    import torch
+
+    from rlhfv.scenes.metrics import hallucination_kinds
+    from rlhfv.scenes.pipeline import eval_set, evaluate_model
+
+    model.save_pretrained(output / "model")
+    processor.save_pretrained(output / "model")
     with torch.inference_mode():
-        metrics, answers = evaluate_model(model, processor, args.eval_scenes)
+        metrics, answers = evaluate_model(model, processor, eval_scenes)
     result = {
-        "model": str(args.output / "model"),
+        "model": str(output / "model"),
         **{k: round(v, 3) for k, v in metrics.items()},
-        "hallucination_kinds": hallucination_kinds(answers, eval_set(args.eval_scenes)[0]),
+        "hallucination_kinds": hallucination_kinds(answers, eval_set(eval_scenes)[0]),
+        "example": answers[0],
         "seconds": round(time.time() - start),
     }
-    (args.output / "result.json").write_text(json.dumps(result, indent=1))
+    (output / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

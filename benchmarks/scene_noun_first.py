@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import random
 import runpy
@@ -162,13 +163,18 @@ def with_new_word(source: Path, target: Path, word: str = NEW_WORD):
     return load_scene_model(target)
 
 
+def _sibling(name: str):
+    """Another script of this folder, as a module."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_sft(args: argparse.Namespace) -> None:
-    from rlhfv.scenes.metrics import hallucination_kinds
     from rlhfv.scenes.model import CHECKPOINT_DIR
     from rlhfv.scenes.pipeline import (
         SFTSettings,
-        eval_set,
-        evaluate_model,
         prepare_corrections,
         sft_corrections,
         sft_pass,
@@ -182,21 +188,7 @@ def run_sft(args: argparse.Namespace) -> None:
         model = sft_pass(
             model, processor, prepared, SFTSettings(), 1.0, args.learning_rate, seed, args.output / f"run{k}"
         )
-    model.save_pretrained(args.output / "model")
-    processor.save_pretrained(args.output / "model")
-    import torch
-
-    with torch.inference_mode():
-        metrics, answers = evaluate_model(model, processor, args.eval_scenes)
-    result = {
-        "model": str(args.output / "model"),
-        **{k: round(v, 3) for k, v in metrics.items()},
-        "hallucination_kinds": hallucination_kinds(answers, eval_set(args.eval_scenes)[0]),
-        "example": answers[0],
-        "seconds": round(time.time() - start),
-    }
-    (args.output / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+    _sibling("scene_more_sft").save_and_score(model, processor, args.output, args.eval_scenes, start)
 
 
 def run_demo(args: argparse.Namespace) -> None:
