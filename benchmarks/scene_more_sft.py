@@ -88,6 +88,7 @@ def save_and_score(model, processor, output: Path, eval_scenes: int, start: floa
     held-out scenes, write and print ``output/result.json``."""
     import torch
 
+    from rlhfv.eval.metrics import json_safe
     from rlhfv.scenes.metrics import hallucination_kinds
     from rlhfv.scenes.pipeline import eval_set, evaluate_model
 
@@ -102,6 +103,7 @@ def save_and_score(model, processor, output: Path, eval_scenes: int, start: floa
         "example": answers[0],
         "seconds": round(time.time() - start),
     }
+    result = json_safe(result)  # a rate with nothing to divide by is null, not NaN
     (output / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return result

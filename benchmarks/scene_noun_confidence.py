@@ -411,6 +411,8 @@ def main() -> None:
         parser.error("--probe-scenes must be at least 1")
     import torch
 
+    from rlhfv.eval.metrics import json_safe
+
     torch.set_num_threads(args.threads)
     results = []
     for spec in args.models or [None]:
@@ -426,7 +428,7 @@ def main() -> None:
         if args.probe:
             result["probe"] = probe_report(model_dir, args.probe_scenes, args.scenes, args.seed)
         results.append(result)
-        print(json.dumps(result), flush=True)
+        print(json.dumps(json_safe(result)), flush=True)
     if args.plot:
         plot_frontiers(results, args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)

@@ -196,7 +196,9 @@ def run_demo(args: argparse.Namespace) -> None:
 
     config = DemoConfig(sft_model=str(args.sft_model), learning_rate=args.learning_rate, seed=args.seed)
     result = run_demo(config, args.output)
-    print(json.dumps(result["results"]))
+    from rlhfv.eval.metrics import json_safe
+
+    print(json.dumps(json_safe(result["results"])))
 
 
 def main() -> None:
