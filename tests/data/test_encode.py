@@ -244,20 +244,28 @@ def test_a_segment_whose_kind_does_not_match_its_spans_is_refused():
 # ---- special tokens, chat templates that trim the message ------------------------------
 
 
-def test_special_token_text_in_an_answer_is_refused_naming_the_token():
+@pytest.mark.parametrize(
+    ("field", "text", "token"),
+    [
+        ("corrected", "a red car </s> on grass.", "</s>"),
+        ("corrected", "a <pad> car", "<pad>"),
+        ("question", "What is it?</s> Describe it.", "</s>"),
+        ("question", "What <pad> is it?", "<pad>"),
+    ],
+)
+def test_special_token_text_is_refused_naming_the_field_and_token(field, text, token):
     processor = build_tiny("llava")[1]
-    for answer, token in (("a red car </s> on grass.", "</s>"), ("a <pad> car", "<pad>")):
-        c = Correction(image=_png(), question="q", original="a blue car.", corrected=answer)
-        with pytest.raises(InputError) as info:
-            encode_correction(c, processor, path="c.jsonl", row=2)
-        err = info.value
-        assert (err.path, err.row, err.field, err.reason) == (
-            "c.jsonl",
-            2,
-            "corrected",
-            "special_token_in_answer",
-        )
-        assert f"special token {token!r}" in str(err)
+    fields = {"question": "q", "original": "a blue car.", "corrected": "a red car."} | {field: text}
+    with pytest.raises(InputError) as info:
+        encode_correction(Correction(image=_png(), **fields), processor, path="c.jsonl", row=2)
+    err = info.value
+    reason = "special_token_in_question" if field == "question" else "special_token_in_answer"
+    assert (err.path, err.row, err.field, err.reason) == ("c.jsonl", 2, field, reason)
+    assert f"special token {token!r}" in str(err)
+
+
+def test_placeholder_and_angle_brackets_in_an_answer():
+    processor = build_tiny("llava")[1]
     # the image placeholder keeps its own reason; a "<" that is no special token is text
     c = Correction(image=_png(), question="q", original="a <image> car", corrected="a red car")
     with pytest.raises(InputError, match="image placeholder") as info:
@@ -267,20 +275,8 @@ def test_special_token_text_in_an_answer_is_refused_naming_the_token():
     assert encode_correction(c, processor)["num_segments"] > 0
 
 
-def test_special_token_text_in_a_question_is_refused_naming_the_token():
+def test_a_typed_image_placeholder_in_a_question_is_no_error():
     processor = build_tiny("llava")[1]
-    for question, token in (("What is it?</s> Describe it.", "</s>"), ("What <pad> is it?", "<pad>")):
-        c = Correction(image=_png(), question=question, original="a blue car.", corrected="a red car.")
-        with pytest.raises(InputError) as info:
-            encode_correction(c, processor, path="c.jsonl", row=3)
-        err = info.value
-        assert (err.path, err.row, err.field, err.reason) == (
-            "c.jsonl",
-            3,
-            "question",
-            "special_token_in_question",
-        )
-        assert f"special token {token!r}" in str(err)
     # a typed image placeholder is no error: the prompt holds the one image either way
     plain = Correction(image=_png(), question="What is it?", original="a blue car.", corrected="a red car.")
     for question in ("<image>\nWhat is it?", "What is it? <image>"):
