@@ -36,9 +36,12 @@ def test_collect_corrections_stops_at_its_answer_limit_and_says_so(caplog):
 
 @pytest.mark.slow
 def test_quick_demo_outputs(tmp_path, caplog, capsys):
+    import torch
     from transformers import AutoModelForImageTextToText
 
     from rlhfv.data import load_prepared, read_jsonl
+    from rlhfv.ddpo.trainer import parameter_group
+    from rlhfv.scenes.model import load_scene_model
 
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--output", str(out), "--corrections", "48", "--eval-scenes", "24"]) == 0
@@ -69,10 +72,16 @@ def test_quick_demo_outputs(tmp_path, caplog, capsys):
     assert len(dataset) == 48
     assert any(sum(r) > 0 for r in dataset["chosen_changed"])
 
+    # only the language model learns by default: the perceiver is still the SFT model's
+    sft_params = dict(load_scene_model()[0].named_parameters())
     for name in ("ddpo", "dpo"):
         model = AutoModelForImageTextToText.from_pretrained(out / name)
         assert type(model).__name__ == "LlavaForConditionalGeneration"
         assert (out / name / "metrics.jsonl").read_text().strip()
+        params = dict(model.named_parameters())
+        assert params.keys() == sft_params.keys()
+        moved = {parameter_group(n) for n, p in params.items() if not torch.equal(p, sft_params[n])}
+        assert moved == {"language"}, (name, moved)
 
     assert (out / "rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.html").read_text()
@@ -166,6 +175,7 @@ def test_demo_config_names_the_bad_field():
         ({"batch_size": 0}, "batch_size"),
         ({"seed": 2**32}, "seed"),
         ({"from_scratch": True, "sft_model": "m"}, "sft_model"),
+        ({"train_vision": "no"}, "train_vision"),
     ):
         with pytest.raises(InputError) as err:
             DemoConfig(**bad)
@@ -173,6 +183,18 @@ def test_demo_config_names_the_bad_field():
     assert DemoConfig.quick(n_corrections=16).n_corrections == 16
     with pytest.raises(InputError, match="n_corrections"):
         DemoConfig.quick(n_corrections=8)
+
+
+@pytest.mark.parametrize("train_vision", [False, True])
+def test_both_arms_freeze_the_perceiver_unless_told_to_train_it(train_vision):
+    from rlhfv.scenes.demo import ARMS, DemoConfig, train_config
+
+    config = DemoConfig(train_vision=train_vision)
+    for arm in ARMS:
+        trainer_config = train_config(config, arm)
+        assert trainer_config.freeze_vision_tower is not train_vision
+        assert trainer_config.freeze_projector is not train_vision
+        assert trainer_config.learning_rate == config.learning_rate
 
 
 def test_output_must_be_a_new_empty_or_earlier_demo_folder(capsys, tmp_path):

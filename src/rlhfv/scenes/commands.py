@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--train-vision",
+        action="store_true",
+        help="let DDPO and DPO also train the vision tower and projector, as the paper does (default: "
+        "frozen, so only the language model learns from the corrections; on the shipped model larger "
+        "steps through the vision tower undo the cut, see docs/scene_world.md)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -102,7 +109,12 @@ def _demo(args: argparse.Namespace) -> int:
                 field="--sft-model",
                 path=args.sft_model,
             )
-    overrides = {"seed": args.seed, "from_scratch": args.from_scratch, "sft_model": args.sft_model}
+    overrides = {
+        "seed": args.seed,
+        "from_scratch": args.from_scratch,
+        "sft_model": args.sft_model,
+        "train_vision": args.train_vision,
+    }
     if args.corrections is not None:
         overrides["n_corrections"] = args.corrections
     if args.eval_scenes is not None:
