@@ -194,7 +194,10 @@ def run_sft(args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from rlhfv.scenes.demo import DemoConfig, run_demo
 
-    config = DemoConfig(sft_model=str(args.sft_model), learning_rate=args.learning_rate, seed=args.seed)
+    # every parameter trained, as the demo did when this trial was measured (session 10)
+    config = DemoConfig(
+        sft_model=str(args.sft_model), learning_rate=args.learning_rate, seed=args.seed, train_vision=True
+    )
     result = run_demo(config, args.output)
     from rlhfv.eval.metrics import json_safe
 
