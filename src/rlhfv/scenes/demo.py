@@ -64,9 +64,9 @@ class DemoConfig:
     n_eval: int = 1000  # standard error of a rate near 0.15: about 0.011 (0.021 at 300)
     epochs: float = 4.0
     batch_size: int = 16
-    # the perceiver frozen (train_vision False): -18% over 3 feedback seeds at 6e-6, recall kept
-    # (the whole model at 3e-6: -8%); frozen, larger steps stay safe (1e-5: -29%; the whole
-    # model: 0%); docs/scene_world.md, "Only the language model trained"
+    # the perceiver frozen (train_vision False): -18% over 3 feedback seeds at 6e-6, recall 0.9
+    # points lower (the whole model at 3e-6: -8%); frozen, larger steps still cut (1e-5: -29%;
+    # the whole model: 0%); docs/scene_world.md, "Only the language model trained"
     learning_rate: float = 6e-6
     beta: float = 0.5
     ddpo_gamma: float = 5.0
